@@ -1,0 +1,77 @@
+"""Safe file input and output shared by every layer.
+
+Writes go to a temporary file in the target directory and are renamed into place, so an
+interrupted write never leaves a partial file; reads turn every failure into an InputError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from astropy.io import fits
+
+from .errors import InputError
+
+__all__ = ["atomic_write", "atomic_write_hdulist", "open_fits"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], overwrite: bool = True) -> None:
+    """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
+    with atomic_write(path, overwrite) as tmp:
+        writer(tmp)
+
+
+def atomic_write_hdulist(hdul: fits.HDUList, path: str | os.PathLike, overwrite: bool = True) -> None:
+    """Write a FITS HDUList atomically (checksums included)."""
+    with atomic_write(path, overwrite) as tmp:
+        hdul.writeto(tmp, overwrite=True, checksum=True)
+
+
+@contextlib.contextmanager
+def open_fits(path: str | os.PathLike, **kwargs) -> Iterator[fits.HDUList]:
+    """Open a FITS file, turning missing, empty, truncated or non-FITS files into InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a FITS file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    try:
+        hdul = fits.open(path, memmap=kwargs.pop("memmap", False), **kwargs)
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(f"{path}: not a readable FITS file ({exc})") from exc
+    try:
+        try:
+            hdul.verify("silentfix")
+        except Exception as exc:  # noqa: BLE001 - astropy raises VerifyError subclasses and more
+            raise InputError(f"{path}: FITS file fails verification ({exc})") from exc
+        yield hdul
+    finally:
+        hdul.close()

@@ -1,0 +1,20 @@
+"""Spatially varying fields on pixel boxes: the BoundedField family.
+
+Layer 1 of photocalib: pure NumPy, imports nothing above :mod:`photocalib.geom`.
+"""
+
+from .base import BoundedField, field_from_table, read_field, register_field
+from .chebyshev import ChebyshevField
+from .composite import ProductField, QuotientField
+from .constant import ConstantField
+
+__all__ = [
+    "BoundedField",
+    "ChebyshevField",
+    "ConstantField",
+    "ProductField",
+    "QuotientField",
+    "field_from_table",
+    "read_field",
+    "register_field",
+]
