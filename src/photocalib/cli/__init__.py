@@ -8,6 +8,7 @@ traceback).
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 
 import click
@@ -16,8 +17,6 @@ from ..errors import PhotocalibError
 
 __all__ = ["main"]
 
-#: Modules that add commands to the group; missing ones are skipped while they are being built.
-_COMMAND_MODULES = ("photocalib.cli.commands",)
 
 
 class _Group(click.Group):
@@ -41,9 +40,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != _name:
-            raise
+# Every module in this package (one per command or group of commands) adds itself to `main`.
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
