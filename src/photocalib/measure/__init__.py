@@ -1,0 +1,4 @@
+"""Detection, centroids and aperture photometry on fluence images (rule 1).
+
+Layer 5 (processing).
+"""
