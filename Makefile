@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench lint clean venv
+.PHONY: demo test test-slow bench lint clean venv chromium
 
 venv: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/pixel_area_demo.py --out $(DEMO_OUT)
 
-test: $(STAMP)
+# The report test opens the HTML report in headless Chromium; install Debian's when missing
+# (as root on CI; elsewhere the test skips with a reason if it cannot be installed).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the report-rendering test will skip"; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-slow: $(STAMP)
