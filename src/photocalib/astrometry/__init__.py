@@ -2,3 +2,8 @@
 
 Layer 2 of photocalib: imports fields, never anything above.
 """
+
+from .skywcs import SkyWcs
+from .tangent import sky_to_tangent, tangent_to_sky
+
+__all__ = ["SkyWcs", "sky_to_tangent", "tangent_to_sky"]

@@ -7,11 +7,13 @@ from .base import BoundedField, field_from_table, read_field, register_field
 from .chebyshev import ChebyshevField
 from .composite import ProductField, QuotientField
 from .constant import ConstantField
+from .pixel_area import PixelAreaField
 
 __all__ = [
     "BoundedField",
     "ChebyshevField",
     "ConstantField",
+    "PixelAreaField",
     "ProductField",
     "QuotientField",
     "field_from_table",
