@@ -2,3 +2,8 @@
 
 Layer 5 (processing).
 """
+
+from .mapping import PixelMapping
+from .warp import WarpResult, pixel_mapping, warp_arrays, warp_exposure
+
+__all__ = ["PixelMapping", "WarpResult", "pixel_mapping", "warp_arrays", "warp_exposure"]

@@ -1,0 +1,244 @@
+"""Numba kernels of the warp layer: evaluating the tiled pixel mapping and resampling through it.
+
+The Python API lives in :mod:`photocalib.warp.mapping` and :mod:`photocalib.warp.warp`.
+
+Why a kernel of our own rather than drizzle or reproject: neither meets the targets of issue 6.
+``reproject_adaptive(conserve_flux=True)`` is exact enough but two orders of magnitude too slow
+(it evaluates the full WCS Jacobian at every output pixel), ``reproject_interp`` does not conserve
+flux, and drizzle's square kernel conserves flux but is not a band-limited interpolant, needs a
+full per-pixel pixmap evaluated through the WCS, and has no Lanczos variance propagation. A
+separable Lanczos-3 interpolation of surface brightness through a piecewise-cubic mapping is a
+short loop over output pixels that cannot be written as whole-array NumPy without materialising
+36 shifted copies of the image, so it is written here once in Numba.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+__all__ = ["eval_mapping", "resample"]
+
+_PI = math.pi
+# cos(pi k / 3) and sin(pi k / 3) for tap offsets k = -2 .. 3 (index k + 2).
+_COS3 = np.array([math.cos(_PI * k / 3.0) for k in range(-2, 4)])
+_SIN3 = np.array([math.sin(_PI * k / 3.0) for k in range(-2, 4)])
+
+#: Kernel codes passed to :func:`resample`.
+LANCZOS3 = 3
+BILINEAR = 1
+
+
+@nb.njit(inline="always", cache=True)
+def _row_poly(coef, t, v):
+    """Collapse a (4, 4) tensor polynomial ``sum c[b, a] v^b u^a`` at fixed ``v`` to 4 coeffs."""
+    p0 = ((coef[t, 3, 0] * v + coef[t, 2, 0]) * v + coef[t, 1, 0]) * v + coef[t, 0, 0]
+    p1 = ((coef[t, 3, 1] * v + coef[t, 2, 1]) * v + coef[t, 1, 1]) * v + coef[t, 0, 1]
+    p2 = ((coef[t, 3, 2] * v + coef[t, 2, 2]) * v + coef[t, 1, 2]) * v + coef[t, 0, 2]
+    p3 = ((coef[t, 3, 3] * v + coef[t, 2, 3]) * v + coef[t, 1, 3]) * v + coef[t, 0, 3]
+    return p0, p1, p2, p3
+
+
+@nb.njit(cache=True)
+def _lanczos3(f, cos3, sin3, w):
+    """Normalised Lanczos-3 weights of taps ``floor(x) - 2 .. floor(x) + 3`` for ``f = x - floor(x)``.
+
+    L(t) = 3 sin(pi t) sin(pi t / 3) / (pi t)^2. The six sines come from two by the angle
+    addition formulas: sin(pi (f - k)) = (-1)^k sin(pi f) and
+    sin(pi (f - k) / 3) = sin(pi f / 3) cos(pi k / 3) - cos(pi f / 3) sin(pi k / 3).
+    The weights are divided by their sum so that a constant is reproduced exactly; in 1-D this
+    also makes the integral of every tap's weight over x exactly 1 (the sum is 1-periodic), which
+    is what makes the interpolant conserve flux.
+    """
+    if f < 1e-12:
+        for n in range(6):
+            w[n] = 0.0
+        w[2] = 1.0
+        return
+    s = math.sin(_PI * f)
+    a = _PI * f / 3.0
+    s3 = math.sin(a)
+    c3 = math.cos(a)
+    total = 0.0
+    for n in range(6):
+        k = n - 2
+        t = f - k
+        sign = 1.0 if (k % 2) == 0 else -1.0
+        val = 3.0 * sign * s * (s3 * cos3[n] - c3 * sin3[n]) / (_PI * _PI * t * t)
+        w[n] = val
+        total += val
+    for n in range(6):
+        w[n] /= total
+
+
+@nb.njit(cache=True)
+def _weights(x, size, order, cos3, sin3, w):
+    """Tap weights along one axis; returns (first tap index, number of taps, truncated?).
+
+    Taps outside ``0 .. size-1`` are dropped and the rest renormalised (so a constant stays
+    constant up to the edge); ``truncated`` says whether a dropped tap had weight.
+    """
+    ix = math.floor(x)
+    f = x - ix
+    ix = int(ix)
+    if order == 3:
+        _lanczos3(f, cos3, sin3, w)
+        first = ix - 2
+        ntap = 6
+    else:
+        w[0] = 1.0 - f
+        w[1] = f
+        first = ix
+        ntap = 2
+    truncated = False
+    total = 0.0
+    for n in range(ntap):
+        i = first + n
+        if i < 0 or i >= size:
+            if w[n] != 0.0:
+                truncated = True
+            w[n] = 0.0
+        total += w[n]
+    if truncated:
+        for n in range(ntap):
+            w[n] /= total
+    return first, ntap, truncated
+
+
+@nb.njit(cache=True)
+def _map_point(t, x, y, tx0, ty0, tsx, tsy, coef_x, coef_y):
+    u = (x - tx0[t]) / tsx[t]
+    v = (y - ty0[t]) / tsy[t]
+    a0, a1, a2, a3 = _row_poly(coef_x, t, v)
+    b0, b1, b2, b3 = _row_poly(coef_y, t, v)
+    return ((a3 * u + a2) * u + a1) * u + a0, ((b3 * u + b2) * u + b1) * u + b0
+
+
+@nb.njit(parallel=True, cache=True)
+def eval_mapping(tx0, ty0, tnx, tny, tsx, tsy, coef_x, coef_y, texact, ex, ey, out_x, out_y):
+    """Fill ``out_x``, ``out_y`` (output-image shaped) with the tiled mapping; NaN where no tile."""
+    ntile = tx0.shape[0]
+    for t in nb.prange(ntile):
+        x0 = tx0[t]
+        y0 = ty0[t]
+        off = texact[t]
+        for j in range(tny[t]):
+            y = y0 + j
+            for i in range(tnx[t]):
+                x = x0 + i
+                if off >= 0:
+                    k = off + j * tnx[t] + i
+                    out_x[y, x] = ex[k]
+                    out_y[y, x] = ey[k]
+                else:
+                    xi, yi = _map_point(t, float(x), float(y), tx0, ty0, tsx, tsy, coef_x, coef_y)
+                    out_x[y, x] = xi
+                    out_y[y, x] = yi
+
+
+@nb.njit(parallel=True, cache=True)
+def resample(
+    src, var, mask, has_var, has_mask, area_out, use_area,
+    tx0, ty0, tnx, tny, tsx, tsy, coef_x, coef_y, texact, ex, ey,
+    order, out, out_var, out_mask, edge_bit, nodata_bit,
+):
+    """Resample ``src`` at the mapped position of every output pixel covered by a tile.
+
+    ``out = area_out * sum_ij wy_i wx_j src`` and ``out_var = area_out^2 * sum (wy_i wx_j)^2 var``
+    (``area_out`` only when ``use_area``). The output mask is the OR of the input mask over the
+    bilinear footprint (the 2x2 pixels around the point), so a bad pixel grows by one pixel, not
+    by the 6x6 Lanczos support. Points mapped outside the input's pixel edges get NaN and
+    ``nodata_bit``; points whose kernel was cut by the input edge get ``edge_bit``.
+    """
+    ny_in, nx_in = src.shape
+    ntile = tx0.shape[0]
+    cos3 = _COS3
+    sin3 = _SIN3
+    xmax = nx_in - 0.5
+    ymax = ny_in - 0.5
+    for t in nb.prange(ntile):
+        wx = np.empty(6)
+        wy = np.empty(6)
+        bx = np.empty(2)
+        by = np.empty(2)
+        x0 = tx0[t]
+        y0 = ty0[t]
+        off = texact[t]
+        for j in range(tny[t]):
+            y = y0 + j
+            if off < 0:
+                v = (y - y0) / tsy[t]
+                a0, a1, a2, a3 = _row_poly(coef_x, t, v)
+                b0, b1, b2, b3 = _row_poly(coef_y, t, v)
+            for i in range(tnx[t]):
+                x = x0 + i
+                if off >= 0:
+                    k = off + j * tnx[t] + i
+                    xi = ex[k]
+                    yi = ey[k]
+                else:
+                    u = (x - x0) / tsx[t]
+                    xi = ((a3 * u + a2) * u + a1) * u + a0
+                    yi = ((b3 * u + b2) * u + b1) * u + b0
+                if not (xi >= -0.5 and xi <= xmax and yi >= -0.5 and yi <= ymax):
+                    out[y, x] = np.nan
+                    out_var[y, x] = np.nan
+                    out_mask[y, x] = nodata_bit
+                    continue
+                fx, nxt, trx = _weights(xi, nx_in, order, cos3, sin3, wx)
+                fy, nyt, try_ = _weights(yi, ny_in, order, cos3, sin3, wy)
+                acc = 0.0
+                accv = 0.0
+                for m in range(nyt):
+                    wm = wy[m]
+                    if wm == 0.0:
+                        continue
+                    row = fy + m
+                    s = 0.0
+                    sv = 0.0
+                    for n in range(nxt):
+                        wn = wx[n]
+                        if wn == 0.0:
+                            continue
+                        s += wn * src[row, fx + n]
+                        if has_var:
+                            sv += wn * wn * var[row, fx + n]
+                    acc += wm * s
+                    accv += wm * wm * sv
+                bits = np.uint32(0)
+                if trx or try_:
+                    bits |= edge_bit
+                if has_mask:
+                    # bilinear footprint of the point for the mask
+                    ix = int(math.floor(xi))
+                    iy = int(math.floor(yi))
+                    bx[0] = ix
+                    bx[1] = ix + 1
+                    by[0] = iy
+                    by[1] = iy + 1
+                    gx = xi - ix
+                    gy = yi - iy
+                    for m in range(2):
+                        if (m == 0 and gy >= 1.0) or (m == 1 and gy <= 0.0):
+                            continue
+                        r = int(by[m])
+                        if r < 0 or r >= ny_in:
+                            continue
+                        for n in range(2):
+                            if (n == 0 and gx >= 1.0) or (n == 1 and gx <= 0.0):
+                                continue
+                            c = int(bx[n])
+                            if c < 0 or c >= nx_in:
+                                continue
+                            bits |= mask[r, c]
+                if use_area:
+                    aa = area_out[y, x]
+                    acc *= aa
+                    accv *= aa * aa
+                if not math.isfinite(acc):
+                    bits |= nodata_bit
+                out[y, x] = acc
+                out_var[y, x] = accv if has_var else np.nan
+                out_mask[y, x] = bits
