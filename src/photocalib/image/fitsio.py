@@ -1,0 +1,288 @@
+"""FITS persistence of Exposures: image, variance and mask HDUs with kind, unit, area and WCS.
+
+Reading turns every failure into an InputError naming the path, HDU and keyword; writing is
+atomic (a temporary file renamed into place).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+
+import astropy.units as u
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .._io import atomic_write_hdulist, open_fits
+from ..errors import InputError, PhotocalibError
+from ..fields import field_from_table
+from .kind import ImageKind
+
+__all__ = ["write_exposure", "read_exposure", "check_complete", "ARCSEC2_TO_SR"]
+
+#: One square arcsecond in steradians.
+ARCSEC2_TO_SR = (math.pi / (180.0 * 3600.0)) ** 2
+
+# Structural keywords astropy writes itself, and the ones this module owns.
+_STRUCTURAL = {
+    "SIMPLE", "BITPIX", "EXTEND", "BSCALE", "BZERO", "PCOUNT", "GCOUNT", "XTENSION", "EXTNAME",
+    "EXTVER", "CHECKSUM", "DATASUM", "BUNIT", "PCKIND", "PIXAR_A2", "PIXAR_SR", "INHERIT",
+}
+# WCS keywords (FITS WCS papers I-III, SIP, TPV, distortion lookup tables): never metadata,
+# since the WCS is written from exp.wcs and read back into it.
+_WCS_KEY = re.compile(
+    r"^(NAXIS\d*|WCSAXES\w?|CTYPE\d\w?|CRPIX\d\w?|CRVAL\d\w?|CDELT\d\w?|CUNIT\d\w?|CROTA\d|"
+    r"CD\d_\d\w?|PC\d_\d\w?|PV\d_\d+\w?|PS\d_\d+\w?|LONPOLE\w?|LATPOLE\w?|RADESYS\w?|RADECSYS|"
+    r"EQUINOX\w?|EPOCH|MJDREF|WCSNAME\w?|MJD-OBS|DATE-OBS|DATEREF|"
+    r"A_ORDER|B_ORDER|AP_ORDER|BP_ORDER|A_\d+_\d+|B_\d+_\d+|AP_\d+_\d+|BP_\d+_\d+|A_DMAX|B_DMAX|"
+    r"CPDIS\d|CPERR\d|DP\d|D2IMDIS\d|D2IMERR\d|D2IM\d|D2IMEXT|NPOLEXT|CQDIS\d|DQ\d|"
+    r"SIPREFX|SIPREFY|SIPPOLX|SIPPOLY)$"
+)
+# Only these dates stay: they are observation metadata as much as WCS.
+_KEEP = {"MJD-OBS", "DATE-OBS"}
+
+
+def _is_wcs_key(key: str) -> bool:
+    return key not in _KEEP and _WCS_KEY.match(key) is not None
+
+
+def _metadata_from(header: fits.Header) -> fits.Header:
+    out = fits.Header()
+    for card in header.cards:
+        key = card.keyword
+        if key in _STRUCTURAL or _is_wcs_key(key) or key in ("COMMENT", "HISTORY", ""):
+            continue
+        out.append(card)
+    return out
+
+
+def _image_header(exp) -> fits.Header:
+    header = fits.Header()
+    for card in exp.metadata.cards:
+        if card.keyword in _STRUCTURAL or _is_wcs_key(card.keyword):
+            continue
+        header.append(card)
+    header["BUNIT"] = (exp.unit.to_string(), "astropy unit of the pixel values")
+    header["PCKIND"] = (exp.kind.value, "FLUENCE or SURFACE_BRIGHTNESS")
+    if exp.wcs is not None:
+        x, y = exp.bbox.center
+        area = float(np.asarray(exp.wcs.pixel_area(x, y)))
+        header["PIXAR_A2"] = (area, "[arcsec2] pixel area at the image centre")
+        header["PIXAR_SR"] = (area * ARCSEC2_TO_SR, "[sr] pixel area at the image centre")
+        try:
+            wcs_header = exp.wcs.to_header()
+        except PhotocalibError as exc:
+            raise InputError(f"cannot write the exposure's WCS to a FITS header: {exc}") from exc
+        for card in wcs_header.cards:
+            if card.keyword not in ("COMMENT", "HISTORY", ""):
+                header[card.keyword] = (card.value, card.comment)
+    return header
+
+
+def write_exposure(exp, path: str | os.PathLike, overwrite: bool = True) -> None:
+    """Write an :class:`Exposure` to a FITS file atomically (see :meth:`Exposure.write`)."""
+    header = _image_header(exp)
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [
+        fits.PrimaryHDU(data=np.asarray(exp.image), header=header)
+    ]
+    if exp.variance is not None:
+        vh = fits.Header()
+        vh["BUNIT"] = ((exp.unit**2).to_string(), "unit of the variance")
+        hdus.append(fits.ImageHDU(data=np.asarray(exp.variance), header=vh, name="VARIANCE"))
+    mh = fits.Header()
+    for plane in type_mask_planes():
+        mh[f"MP_{plane.name}"[:8]] = (int(plane.value), f"mask bit of {plane.name}")
+    hdus.append(fits.ImageHDU(data=np.asarray(exp.mask), header=mh, name="MASK", uint=True))
+    if exp.photo_calib is not None and hasattr(exp.photo_calib, "to_hdu"):
+        hdus.append(exp.photo_calib.to_hdu("PHOTOCAL"))
+    if exp.background_mapping is not None:
+        hdus.append(exp.background_mapping.to_hdu("BGMAP"))
+    atomic_write_hdulist(fits.HDUList(hdus), path, overwrite=overwrite)
+
+
+def type_mask_planes():
+    """The mask planes, for header documentation."""
+    from .mask import MaskPlane
+
+    return list(MaskPlane)
+
+
+def _pick_image_hdu(hdul: fits.HDUList, path, hdu) -> tuple[int | str, fits.hdu.base._BaseHDU]:
+    if hdu is not None:
+        try:
+            chosen = hdul[hdu]
+        except (KeyError, IndexError) as exc:
+            raise InputError(f"{path}: no HDU {hdu!r} (the file has {len(hdul)} HDUs)") from exc
+        return hdu, chosen
+    for i, h in enumerate(hdul):
+        if isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and h.data is not None:
+            name = h.name if h.name not in ("", "PRIMARY") else i
+            if str(name).upper() in ("VARIANCE", "MASK"):
+                continue
+            return name, h
+    raise InputError(f"{path}: no HDU holds image data; pass hdu= to name the image HDU")
+
+
+def _wcs_from(header: fits.Header, hdul: fits.HDUList, where: str):
+    has_ctype = any(k.startswith("CTYPE") for k in header)
+    if not has_ctype and "CD1_1" not in header and "PC1_1" not in header:
+        return None
+    from astropy.wcs import WCS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = WCS(header, hdul, relax=True)
+    except Exception as exc:  # noqa: BLE001 - astropy raises many types for bad WCS headers
+        raise InputError(f"{where}: the WCS keywords do not make a valid WCS ({exc})") from exc
+    if not probe.has_celestial:
+        ctypes = [header.get(f"CTYPE{i}", "") for i in (1, 2)]
+        raise InputError(
+            f"{where}: the header has no celestial axes (CTYPE1/CTYPE2 = {ctypes}); an Exposure "
+            "needs an RA/Dec WCS, e.g. CTYPE1='RA---TAN', CTYPE2='DEC--TAN'"
+        )
+    from ..astrometry import SkyWcs
+
+    try:
+        return SkyWcs.from_header(header, hdulist=hdul)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
+def read_exposure(path: str | os.PathLike, hdu: int | str | None = None):
+    """Read an :class:`Exposure` from a FITS file (see :meth:`Exposure.read`)."""
+    with warnings.catch_warnings():
+        # astropy reports truncation as warnings; check_complete() turns it into InputError.
+        warnings.simplefilter("ignore")
+        return _read(path, hdu)
+
+
+def check_complete(hdul: fits.HDUList, path) -> None:
+    """InputError unless the HDUs account for the whole file (a truncated file does not)."""
+    try:
+        n = len(hdul)  # forces every header to be read
+        info = hdul.fileinfo(n - 1)
+        end = info["datLoc"] + info["datSpan"]
+    except Exception as exc:  # noqa: BLE001 - astropy raises many types on a damaged file
+        raise InputError(f"{path}: damaged FITS structure ({exc}); the file may be truncated") from exc
+    size = os.path.getsize(path)
+    if size < end:
+        raise InputError(f"{path}: truncated: {size} bytes, but its HDUs need {end}")
+    if size > end:
+        with open(path, "rb") as f:
+            f.seek(end)
+            tail = f.read()
+        if tail.strip(b"\0 "):
+            raise InputError(
+                f"{path}: {size - end} unreadable bytes after HDU {n - 1}; the file is truncated "
+                "or corrupt (a damaged extension header)"
+            )
+
+
+def _read(path, hdu):
+    from .exposure import Exposure
+
+    with open_fits(path) as hdul:
+        check_complete(hdul, path)
+        name, h = _pick_image_hdu(hdul, path, hdu)
+        where = f"{path}[{name}]"
+        if not isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+            raise InputError(f"{where}: is a {type(h).__name__}, not an image HDU")
+        try:
+            image = h.data
+        except Exception as exc:  # noqa: BLE001 - truncated data raises from astropy lazily
+            raise InputError(f"{where}: cannot read the image data ({exc}); the file may be truncated") from exc
+        if image is None:
+            raise InputError(f"{where}: HDU has no data")
+        if image.ndim != 2:
+            raise InputError(f"{where}: image must be 2-D, got shape {image.shape}")
+        header = h.header
+        # A header inherited from an empty primary (HST/JWST layout) carries the metadata.
+        full = header.copy()
+        if h is not hdul[0] and hdul[0].data is None:
+            for card in hdul[0].header.cards:
+                if card.keyword not in full and card.keyword not in _STRUCTURAL:
+                    full.append(card)
+        raw_kind = full.get("PCKIND", ImageKind.SURFACE_BRIGHTNESS.value)
+        try:
+            kind = ImageKind.parse(raw_kind)
+        except InputError as exc:
+            raise InputError(
+                f"{where}: keyword PCKIND = {raw_kind!r} is not an image kind; "
+                "use FLUENCE or SURFACE_BRIGHTNESS"
+            ) from exc
+        unit = None
+        if "BUNIT" in full:
+            unit = _parse_unit(full["BUNIT"], where)
+        wcs = _wcs_from(header, hdul, where)
+        variance = _read_plane(hdul, "VARIANCE", image.shape, path)
+        mask = _read_plane(hdul, "MASK", image.shape, path)
+        photo_calib = None
+        if "PHOTOCAL" in hdul:
+            photo_calib = _photo_calib_reader()(hdul["PHOTOCAL"], f"{path}[PHOTOCAL]")
+        bgmap = None
+        if "BGMAP" in hdul:
+            try:
+                bgmap = field_from_table(Table.read(hdul["BGMAP"]))
+            except InputError as exc:
+                raise InputError(f"{path}[BGMAP]: {exc}") from exc
+        image = np.array(image, dtype=image.dtype.newbyteorder("=") if image.dtype.byteorder == ">" else image.dtype)
+        try:
+            return Exposure(
+                image, variance, mask, wcs, kind, unit, photo_calib, _metadata_from(full), bgmap
+            )
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from exc
+
+
+#: Reader of the PHOTOCAL HDU, registered by :mod:`photocalib.calib` (a higher layer, which this
+#: module must not import statically).
+_PHOTO_CALIB_READER = None
+
+
+def register_photo_calib_reader(reader) -> None:
+    """Register ``reader(hdu, where) -> PhotoCalib``; called by :mod:`photocalib.calib`."""
+    global _PHOTO_CALIB_READER
+    _PHOTO_CALIB_READER = reader
+
+
+def _photo_calib_reader():
+    if _PHOTO_CALIB_READER is None:
+        # The calib layer registers itself when imported; load it by name only when a file
+        # actually holds a calibration, so this layer never depends on calib's API.
+        import importlib
+
+        importlib.import_module("photocalib.calib")
+    if _PHOTO_CALIB_READER is None:
+        raise InputError("the PHOTOCAL HDU needs photocalib.calib, which did not register a reader")
+    return _PHOTO_CALIB_READER
+
+
+def _parse_unit(value, where: str) -> u.UnitBase:
+    for fmt in (None, "fits"):
+        try:
+            return u.Unit(str(value), format=fmt, parse_strict="raise")
+        except ValueError:
+            continue
+    raise InputError(f"{where}: keyword BUNIT = {value!r} is not a unit astropy understands")
+
+
+def _read_plane(hdul: fits.HDUList, name: str, shape, path) -> np.ndarray | None:
+    if name not in hdul:
+        return None
+    h = hdul[name]
+    try:
+        data = h.data
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}[{name}]: cannot read the data ({exc}); the file may be truncated") from exc
+    if data is None:
+        return None
+    if data.shape != shape:
+        raise InputError(f"{path}[{name}]: shape {data.shape} does not match the image shape {shape}")
+    data = np.asarray(data)
+    if data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("="))
+    return data
