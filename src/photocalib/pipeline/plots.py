@@ -1,0 +1,220 @@
+"""The report's plots, each a function of plain arrays that returns a matplotlib Figure.
+
+Nothing here reads files or knows the pipeline: the report gathers the arrays, so every plot
+can be drawn from whatever pieces of a run exist (or from a notebook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is written on workers and CI machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "FocalPlanePanel",
+    "focal_plane_map",
+    "grey_terms",
+    "residual_maps",
+    "residual_vs_colour",
+    "residual_vs_radius",
+    "coadd_cutout",
+    "figure_to_png",
+]
+
+
+@dataclass(frozen=True)
+class FocalPlanePanel:
+    """One detector's values on a coarse grid of focal-plane positions.
+
+    ``xi``, ``eta`` (arcsec, tangent plane about the pointing) and ``value`` are 2-D arrays of
+    one shape: the corners of a detector's cells may be rotated or distorted.
+    """
+
+    xi: np.ndarray
+    eta: np.ndarray
+    value: np.ndarray
+    label: str = ""
+
+
+def _limits(values: np.ndarray, symmetric: bool) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    lo, hi = np.percentile(finite, [1, 99])
+    if symmetric:
+        m = max(abs(lo), abs(hi), 1e-12)
+        return -m, m
+    if hi <= lo:
+        hi = lo + max(abs(lo) * 1e-6, 1e-12)
+    return float(lo), float(hi)
+
+
+def focal_plane_map(panels: Sequence[FocalPlanePanel], title: str, colorbar_label: str,
+                    symmetric: bool = False, cmap: str = "viridis") -> Figure:
+    """Draw a quantity across the focal plane, one pcolormesh per detector.
+
+    Parameters
+    ----------
+    panels : sequence of FocalPlanePanel
+        One per detector; values may be NaN where unknown.
+    title, colorbar_label : str
+    symmetric : bool
+        Centre the colour scale on zero (for residuals).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), layout="constrained")
+    allv = np.concatenate([np.ravel(p.value) for p in panels]) if panels else np.zeros(1)
+    vmin, vmax = _limits(allv, symmetric)
+    mesh = None
+    for p in panels:
+        mesh = ax.pcolormesh(p.xi / 60.0, p.eta / 60.0, p.value, shading="gouraud",
+                             vmin=vmin, vmax=vmax, cmap=cmap)
+        if p.label:
+            ax.text(float(np.mean(p.xi)) / 60.0, float(np.mean(p.eta)) / 60.0, p.label,
+                    ha="center", va="center", fontsize=6, color="white", alpha=0.8)
+    if mesh is not None:
+        fig.colorbar(mesh, ax=ax, label=colorbar_label)
+    ax.set_aspect("equal")
+    ax.set_xlabel("ξ (arcmin, east)")
+    ax.set_ylabel("η (arcmin, north)")
+    ax.invert_xaxis()  # east to the left, as on the sky
+    ax.set_title(title)
+    return fig
+
+
+def grey_terms(visits: np.ndarray, fitted_mmag: np.ndarray,
+               truth_mmag: np.ndarray | None = None, title: str = "Grey term per visit") -> Figure:
+    """The fitted grey (extinction) term per visit, with the truth when known (mmag)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    visits = np.asarray(visits)
+    order = np.argsort(visits)
+    pos = np.arange(visits.size)
+    ax.plot(pos, np.asarray(fitted_mmag)[order], "o-", label="fitted")
+    if truth_mmag is not None:
+        ax.plot(pos, np.asarray(truth_mmag)[order], "x--", label="truth")
+    ax.set_xticks(pos, [str(v) for v in visits[order]], rotation=45, fontsize=7)
+    ax.set_xlabel("visit")
+    ax.set_ylabel("grey term (mmag)")
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def residual_maps(xi: Mapping[str, np.ndarray], eta: Mapping[str, np.ndarray],
+                  residual_mmag: Mapping[str, np.ndarray], title: str) -> Figure:
+    """Residuals (mmag) of stars across the focal plane, one panel per calibration, one scale.
+
+    Parameters
+    ----------
+    xi, eta, residual_mmag : mappings from a calibration's name to arrays of one shape
+        Focal-plane positions (arcsec) and residuals (calibrated − truth, mmag).
+    """
+    names = list(residual_mmag)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.0 * len(names), 4.6),
+                             layout="constrained", squeeze=False, sharex=True, sharey=True)
+    allv = np.concatenate([np.ravel(residual_mmag[n]) for n in names])
+    vmin, vmax = _limits(allv, symmetric=True)
+    sc = None
+    for ax, name in zip(axes[0], names, strict=True):
+        r = np.asarray(residual_mmag[name])
+        sc = ax.scatter(np.asarray(xi[name]) / 60.0, np.asarray(eta[name]) / 60.0, c=r, s=8,
+                        cmap="RdBu_r", vmin=vmin, vmax=vmax, linewidths=0)
+        finite = r[np.isfinite(r)]
+        rms = float(np.sqrt(np.mean((finite - np.median(finite)) ** 2))) if finite.size else np.nan
+        ax.set_title(f"{name}\nRMS {rms:.1f} mmag")
+        ax.set_aspect("equal")
+        ax.set_xlabel("ξ (arcmin)")
+    axes[0][0].invert_xaxis()  # shared x: east to the left in every panel
+    axes[0][0].set_ylabel("η (arcmin)")
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axes[0]), label="residual (mmag)")
+    fig.suptitle(title)
+    return fig
+
+
+def _binned(x: np.ndarray, y: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2:
+        return np.empty(0), np.empty(0)
+    edges = np.quantile(x, np.linspace(0, 1, nbins + 1))
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, nbins - 1)
+    counts = np.bincount(idx, minlength=nbins)
+    # Median per bin without a Python loop: sort by (bin, y) and take the middle element.
+    order = np.lexsort((y, idx))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    have = counts > 0
+    mid = starts[have] + (counts[have] - 1) // 2
+    centres = np.bincount(idx, weights=x, minlength=nbins)[have] / counts[have]
+    return centres, y[order][mid]
+
+
+def residual_vs_colour(colour: Mapping[str, np.ndarray], residual_mmag: Mapping[str, np.ndarray],
+                       colour_label: str = "colour (mag)", nbins: int = 10) -> Figure:
+    """Residual (mmag) against colour for each calibration, with binned medians."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for name, r in residual_mmag.items():
+        c = np.asarray(colour[name], dtype=float)
+        r = np.asarray(r, dtype=float)
+        points = ax.scatter(c, r, s=3, alpha=0.3, linewidths=0)
+        bx, by = _binned(c, r, nbins)
+        ax.plot(bx, by, "o-", color=points.get_facecolor()[0][:3], label=f"{name} (binned median)")
+    ax.axhline(0.0, color="k", lw=0.5)
+    lo, hi = _limits(np.concatenate([np.ravel(v) for v in residual_mmag.values()]), True)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(colour_label)
+    ax.set_ylabel("residual (mmag)")
+    ax.set_title("Residual against colour")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def residual_vs_radius(radius_arcmin: Mapping[str, np.ndarray],
+                       residual_mmag: Mapping[str, np.ndarray], nbins: int = 12) -> Figure:
+    """Residual (mmag) against distance from the pointing centre, binned medians per calibration."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for name, r in residual_mmag.items():
+        bx, by = _binned(np.asarray(radius_arcmin[name], float), np.asarray(r, float), nbins)
+        ax.plot(bx, by, "o-", label=name)
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.set_xlabel("radius from the pointing (arcmin)")
+    ax.set_ylabel("median residual (mmag)")
+    ax.set_title("Radial trend of the residuals")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def coadd_cutout(image: np.ndarray, title: str = "Coadd cutout (nJy per pixel)") -> Figure:
+    """A cutout of the coadd with an asinh stretch around the sky level."""
+    image = np.asarray(image, dtype=float)
+    finite = image[np.isfinite(image)]
+    fig, ax = plt.subplots(figsize=(5.4, 5.0), layout="constrained")
+    if finite.size:
+        sky = np.median(finite)
+        noise = 1.4826 * np.median(np.abs(finite - sky)) or 1.0
+        stretched = np.arcsinh((image - sky) / (3.0 * noise))
+        lo, hi = np.nanpercentile(stretched, [1, 99.7])
+        ax.imshow(stretched, origin="lower", cmap="gray", vmin=lo, vmax=hi,
+                  interpolation="nearest")
+    ax.set_title(title)
+    ax.set_xlabel("x (pixel)")
+    ax.set_ylabel("y (pixel)")
+    return fig
+
+
+def figure_to_png(fig: Figure, dpi: int = 90) -> bytes:
+    """Render a figure to PNG bytes and close it."""
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
