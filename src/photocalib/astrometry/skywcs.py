@@ -165,6 +165,9 @@ class SkyWcs:
         in degrees.
     fd_step : float
         Finite-difference step in pixels for the numerical path.
+    method : {'auto', 'finite-difference'}
+        ``'auto'`` uses the analytic Jacobian where the WCS has one; ``'finite-difference'``
+        forces the numerical path (for checks and comparisons).
 
     Raises
     ------
@@ -184,8 +187,12 @@ class SkyWcs:
 
     __slots__ = ("_wcs", "_ape14", "_model", "_fd_step", "_world_axes", "_area_fields", "_lock", "_shape", "_frozen")
 
-    def __init__(self, wcs: Any, fd_step: float = 1.0) -> None:
+    def __init__(self, wcs: Any, fd_step: float = 1.0, method: str = "auto") -> None:
         self._frozen = False
+        if method not in ("auto", "finite-difference"):
+            raise InputError(f"SkyWcs method must be 'auto' or 'finite-difference', got {method!r}")
+        if not (np.isfinite(fd_step) and fd_step > 0):
+            raise InputError(f"SkyWcs fd_step must be a positive number of pixels, got {fd_step!r}")
         if isinstance(wcs, SkyWcs):
             wcs = wcs._wcs if wcs._wcs is not None else wcs._ape14
         self._wcs: WCS | None = None
@@ -211,7 +218,8 @@ class SkyWcs:
             self._wcs = wcs
             if wcs.pixel_shape is not None and all(n and n > 1 for n in wcs.pixel_shape):
                 self._shape = (int(wcs.pixel_shape[1]), int(wcs.pixel_shape[0]))
-            self._model = self._checked_model(_analytic_model(wcs))
+            if method == "auto":
+                self._model = self._checked_model(_analytic_model(wcs))
         else:
             low = getattr(wcs, "low_level_wcs", wcs)
             if not hasattr(low, "pixel_to_world_values") or not hasattr(low, "world_axis_physical_types"):
@@ -479,9 +487,16 @@ class SkyWcs:
     def __repr__(self) -> str:
         if self._wcs is None:
             return f"SkyWcs({type(self._ape14).__name__}, method={self.method})"
-        kind = self._model.kind if self._model is not None else "-".join(
-            t[5:].strip("-") for t in self._wcs.wcs.ctype[:1]
-        )
+        if self._model is not None:
+            kind = self._model.kind
+        else:
+            kind = str(list(self._wcs.wcs.ctype)[0])[5:].strip("-") or "?"
+            if self._wcs.sip is not None:
+                kind += "-SIP"
+            if self._wcs.det2im1 is not None or self._wcs.det2im2 is not None:
+                kind += "+D2IM"
+            if self._wcs.cpdis1 is not None or self._wcs.cpdis2 is not None:
+                kind += "+CPDIS"
         ra, dec = self._wcs.wcs.crval
         scale = math.sqrt(abs(np.linalg.det(self._wcs.pixel_scale_matrix))) * 3600.0
         return (f"SkyWcs({kind}, crval=({ra:.6f}, {dec:.6f}), scale={scale:.4g} arcsec/pixel, "
