@@ -1,0 +1,222 @@
+"""Single-file tools behind the CLI: pixel-area maps, kind conversions, applying a calibration.
+
+Each works on any FITS file with a celestial WCS and writes its result atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .._io import atomic_write_hdulist, open_fits
+from ..errors import InputError
+from ..geom import Box
+
+__all__ = ["area_map", "convert_kind", "apply_calibration", "default_output"]
+
+log = logging.getLogger("photocalib.pipeline")
+
+#: Keywords astropy writes for the structure of an HDU; never copied between headers.
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT",
+               "GCOUNT", "CHECKSUM", "DATASUM", "BSCALE", "BZERO", "BUNIT"}
+
+
+def default_output(path: str | os.PathLike, suffix: str) -> Path:
+    """``dir/name.fits`` -> ``dir/name.<suffix>.fits`` (also for ``.fits.fz`` and ``.fit``)."""
+    path = Path(path)
+    name = path.name
+    for ext in (".fits.fz", ".fits.gz", ".fits", ".fit", ".fts"):
+        if name.lower().endswith(ext):
+            return path.with_name(name[: -len(ext)] + f".{suffix}.fits")
+    return path.with_name(name + f".{suffix}.fits")
+
+
+def _image_hdus(hdul: fits.HDUList, path: Path, hdu: int | str | None) -> list[tuple[int, fits.hdu.base._BaseHDU]]:
+    if hdu is not None:
+        try:
+            chosen = hdul[hdu]
+        except (KeyError, IndexError) as exc:
+            raise InputError(f"{path}: no HDU {hdu!r} (the file has {len(hdul)} HDUs)") from exc
+        index = hdul.index_of(hdu) if not isinstance(hdu, int) else hdu
+        return [(index, chosen)]
+    out = []
+    for i, h in enumerate(hdul):
+        if not isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+            continue
+        if h.header.get("NAXIS", 0) != 2 or h.name.upper() in ("VARIANCE", "MASK"):
+            continue
+        out.append((i, h))
+    if not out:
+        raise InputError(f"{path}: no 2-D image HDU; pass --hdu to name the image HDU")
+    return out
+
+
+def _sky_wcs(header: fits.Header, hdul: fits.HDUList, where: str):
+    from ..astrometry import SkyWcs
+
+    # A primary header with the pointing often sits in front of MEF extensions without one.
+    has_wcs = any(k.startswith("CTYPE") for k in header) or "CD1_1" in header or "PC1_1" in header
+    if not has_wcs:
+        raise InputError(f"{where}: the header has no WCS keywords (CTYPEi, CDi_j); "
+                         "area-map needs an image with a celestial WCS")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return SkyWcs.from_header(header, hdulist=hdul)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
+def area_map(path: str | os.PathLike, out: str | os.PathLike | None = None,
+             hdu: int | str | None = None, dtype: str = "float64") -> Path:
+    """Write the pixel-area map |det J| (arcsec²) of every image HDU of ``path`` with a WCS.
+
+    Parameters
+    ----------
+    path : path
+        A FITS file; every 2-D image HDU with a celestial WCS gets a map (or only ``hdu``).
+    out : path, optional
+        Output FITS file (default ``<name>.area.fits`` beside the input).
+    hdu : int or str, optional
+        Only this HDU.
+    dtype : {"float64", "float32"}
+
+    Returns
+    -------
+    pathlib.Path
+        The file written: one image HDU per input HDU, with the input's WCS,
+        ``BUNIT = 'arcsec2'`` and ``EXTNAME`` / ``DETECTOR`` copied when present.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or not FITS, or no image HDU has a celestial WCS.
+    """
+    path = Path(path)
+    out = Path(out) if out is not None else default_output(path, "area")
+    if dtype not in ("float64", "float32"):
+        raise InputError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    hdus: list[fits.hdu.base._BaseHDU] = [fits.PrimaryHDU()]
+    errors = []
+    with open_fits(path) as hdul:
+        for index, h in _image_hdus(hdul, path, hdu):
+            where = f"{path}[{index}]"
+            header = h.header
+            nx, ny = int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0))
+            if nx <= 0 or ny <= 0:
+                errors.append(f"{where}: empty image")
+                continue
+            try:
+                wcs = _sky_wcs(header, hdul, where)
+            except InputError as exc:
+                errors.append(str(exc))
+                continue
+            area = wcs.pixel_area_field(Box(0, 0, nx, ny)).fill(dtype=np.dtype(dtype))
+            try:
+                wcs_header = wcs.to_header()
+            except InputError:
+                wcs_header = fits.Header([c for c in header.cards if c.keyword not in _STRUCTURAL
+                                          and c.keyword != "COMMENT" and c.keyword != "HISTORY"])
+            image = fits.ImageHDU(area, header=wcs_header)
+            image.header["BUNIT"] = ("arcsec2", "pixel area |det J| at the pixel centre")
+            image.header["EXTNAME"] = h.name if h.name not in ("", "PRIMARY") else f"AREA{index}"
+            for key in ("DETECTOR", "CCDNUM", "DETSER", "VISIT"):
+                if key in header:
+                    image.header[key] = header[key]
+            image.header["SRCHDU"] = (index, "HDU of the input file")
+            hdus.append(image)
+    if len(hdus) == 1:
+        raise InputError(f"{path}: no image HDU has a usable celestial WCS: " + "; ".join(errors))
+    for message in errors:
+        log.warning("skipped %s", message)
+    hdus[0].header["ORIGIN"] = "photocalib area-map"
+    hdus[0].header["SRCFILE"] = path.name[:68]
+    atomic_write_hdulist(fits.HDUList(hdus), out)
+    return out
+
+
+def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | None = None,
+                 hdu: int | str | None = None, input_kind: str | None = None) -> Path:
+    """Convert an image to FLUENCE or SURFACE_BRIGHTNESS (exact, variance propagated).
+
+    Parameters
+    ----------
+    path : path
+        A FITS image with a celestial WCS (an Exposure file, or any image: see ``input_kind``).
+    kind : {"FLUENCE", "SURFACE_BRIGHTNESS"}
+        The kind to write.
+    out : path, optional
+        Output file (default ``<name>.fluence.fits`` or ``<name>.sb.fits``).
+    hdu : int or str, optional
+        The image HDU (default: the first with data).
+    input_kind : str, optional
+        What the input is when it has no ``PCKIND`` keyword (a file photocalib did not write).
+        Without it such a file is taken as SURFACE_BRIGHTNESS (a flat-fielded image) and a
+        warning is logged.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    InputError
+        For a missing or unreadable file or an image without a celestial WCS.
+    """
+    from ..image import Exposure, ImageKind
+
+    path = Path(path)
+    target = ImageKind.parse(kind)
+    suffix = "fluence" if target is ImageKind.FLUENCE else "sb"
+    out = Path(out) if out is not None else default_output(path, suffix)
+    exp = Exposure.read(path, hdu=hdu)
+    if exp.wcs is None:
+        raise InputError(f"{path}: the image has no WCS, so its pixel area is unknown; "
+                         "add WCS keywords (CTYPEi, CRVALi, CRPIXi, CDi_j) to its header")
+    with open_fits(path) as hdul:
+        has_kind = any("PCKIND" in h.header for h in hdul)
+    if input_kind is not None:
+        exp = exp.replace(kind=ImageKind.parse(input_kind))
+    elif not has_kind:
+        log.warning("%s has no PCKIND keyword: taking it as SURFACE_BRIGHTNESS (flat-fielded); "
+                    "pass --input-kind to say otherwise", path)
+    converted = exp.to_kind(target)
+    converted.write(out)
+    return out
+
+
+def apply_calibration(path: str | os.PathLike, calib_path: str | os.PathLike,
+                      out: str | os.PathLike | None = None, hdu: int | str | None = None) -> Path:
+    """Apply a saved PhotoCalib to an image: write the calibrated fluence image in nJy.
+
+    Parameters
+    ----------
+    path : path
+        The Exposure to calibrate (its kind must be the calibration's kind; a surface-brightness
+        calibration is applied to a surface-brightness image, and so on).
+    calib_path : path
+        A PhotoCalib FITS file (``PhotoCalib.write``), e.g. ``calib/joint/visit-*/det-*.fits``.
+    out : path, optional
+        Output file (default ``<name>.calexp.fits``).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from ..calib import PhotoCalib
+    from ..image import Exposure
+
+    path = Path(path)
+    out = Path(out) if out is not None else default_output(path, "calexp")
+    calib = PhotoCalib.read(calib_path)
+    exp = Exposure.read(path, hdu=hdu)
+    if exp.kind is not calib.kind:
+        exp = exp.to_kind(calib.kind)
+    calibrated = calib.calibrate_image(exp)
+    calibrated.write(out)
+    return out
