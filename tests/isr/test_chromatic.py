@@ -224,3 +224,56 @@ def test_chromatic_flat_is_read_only(cube_wl, cube):
     with pytest.raises(ValueError):
         flat.wavelength_nm[0] = 1.0
     assert "ChromaticFlat(n_lambda=801" in repr(flat)
+
+
+def test_binned_cube_gives_full_resolution_fields(cube_wl):
+    # a detector of 50 x 37 pixels stored binned by 4 (last row / column partial); the spatial
+    # dependence is a polynomial of total order 2, so block-averaged fits are exact
+    box = pc.Box(10, 20, 37, 50)
+    b = 4
+    ys, xs = np.mgrid[box.y0 : box.y0 + box.height, box.x0 : box.x0 + box.width].astype(float)
+    u, v = (xs - 28.0) / 40.0, (ys - 45.0) / 50.0
+    s = (cube_wl[:, None, None] - 650.0) / 150.0
+    full = 1.0 + (0.05 * (u * u + v * v) + 0.02 * u) * s + 0.03 * v * s * s
+    ny, nx = -(-box.height // b), -(-box.width // b)
+    pad = np.zeros((cube_wl.size, ny * b, nx * b))
+    cnt = np.zeros((ny * b, nx * b))
+    pad[:, : box.height, : box.width] = full
+    cnt[: box.height, : box.width] = 1.0
+    binned = pad.reshape(-1, ny, b, nx, b).sum(axis=(2, 4)) / cnt.reshape(ny, b, nx, b).sum(axis=(1, 3))
+    bp = lsst_bandpass("g")
+    tp = (bp.wave_list, bp(bp.wave_list))
+    flat = ChromaticFlat(cube_wl, binned, tp, bbox=box, binning=b)
+    ref = ChromaticFlat(cube_wl, full, tp, bbox=box)
+    vega = Spectrum.from_file(f"{SHARE}/SEDs/vega.txt")
+    assert flat.flatten(vega).shape == (ny, nx)
+    f = flat.flatten_field(vega, order=2, bin_size=2)
+    assert f.bbox == box
+    np.testing.assert_allclose(f.fill(), ref.flatten(vega), rtol=0, atol=1e-12)
+    with pytest.raises(pc.InputError, match="binned by 4"):
+        ChromaticFlat(cube_wl, binned, tp, bbox=pc.Box(0, 0, 60, 50), binning=b)
+
+
+def test_response_cube_with_moving_filter_edge(cube_wl):
+    # The filter edge shifts blueward with radius: R(x, y, λ) = T0(λ + s(x, y)). R / T0 is
+    # undefined beyond T0's edges, so the cube holds R itself (cube_is_response=True).
+    bp = lsst_bandpass("r")
+    y, x = np.mgrid[0:NY, 0:NX].astype(float)
+    shift = 4.0 * ((x / (NX - 1)) ** 2 + (y / (NY - 1)) ** 2) / 2.0
+    wl = np.arange(520.0, 720.5, 0.5)
+
+    def t0(lam):
+        lam = np.asarray(lam, dtype=float)
+        return np.where(inside_band(lam, bp), bp(np.clip(lam, bp.blue_limit, bp.red_limit)), 0.0)
+
+    resp = t0(wl[:, None, None] + shift[None])
+    flat = ChromaticFlat(wl, resp, (bp.wave_list, bp(bp.wave_list)), cube_is_response=True)
+    for sed in _galsim_seds().values():
+        lam = np.linspace(515.0, 720.0, 82001)
+        n = sed(lam)
+        truth = simpson(t0(lam[:, None, None] + shift[None]) * n[:, None, None], x=lam, axis=0)
+        truth /= simpson(t0(lam) * n, x=lam)
+        got = flat.flatten(sed.wave_list, sed(sed.wave_list), flux_type="fphotons")
+        assert np.max(np.abs(got - truth)) <= 1e-4, np.max(np.abs(got - truth))
+        assert got[0, 0] == pytest.approx(1.0, abs=1e-4)
+        assert np.ptp(got) > 1e-3  # the moving edge matters

@@ -237,9 +237,22 @@ class ChromaticFlat:
         linear between samples and zero beyond; or a callable ``T(wavelength_nm)``, sampled on
         the fine grid over the cube's wavelength range.
     bbox : Box, optional
-        Pixel box of the cube (default ``Box(0, 0, nx, ny)``); fields are made on this box.
+        Pixel box of the detector (default ``Box(0, 0, nx * binning, ny * binning)``); fields
+        are made on this box.
     grid_step_nm : float
         Spacing of the uniform part of the integration grid (default 0.25 nm).
+    binning : int
+        Detector pixels per cube pixel along each axis (default 1). A full-resolution cube of a
+        4k×2k detector at 100 wavelengths is 6 GB, so scans are usually stored binned: cube pixel
+        ``[j, i]`` is the mean over detector pixels ``[j b:(j+1) b, i b:(i+1) b]`` (the last row
+        and column may be partial). :meth:`flatten` then returns a binned image, while
+        :meth:`flatten_field` and :meth:`ratio_field` give fields on the full-resolution box.
+    cube_is_response : bool
+        If True, the cube is the full system response :math:`R(x, y, \lambda) = T(\lambda)\,
+        \mathrm{flat}(x, y, \lambda)` rather than the flat (e.g. a scan through a filter whose
+        edge moves across the field, where ``R / T`` is undefined beyond the nominal band
+        edges). Flattening is then :math:`\int R\, N\, d\lambda / \int T\, N\, d\lambda`
+        with :math:`N = f_\lambda \lambda`, the response taken as zero beyond the scan.
 
     Raises
     ------
@@ -265,6 +278,8 @@ class ChromaticFlat:
         throughput,
         bbox: Box | None = None,
         grid_step_nm: float = 0.25,
+        binning: int = 1,
+        cube_is_response: bool = False,
     ) -> None:
         wl = _as_wavelength_nm(wavelength_nm, "nm", "ChromaticFlat wavelength_nm")
         cube = np.asarray(cube)
@@ -276,10 +291,21 @@ class ChromaticFlat:
             )
         if not np.all(np.isfinite(cube)):
             raise InputError("ChromaticFlat cube has non-finite values; interpolate or mask them first")
+        binning = int(binning)
+        if binning < 1:
+            raise InputError(f"ChromaticFlat binning must be a positive integer, got {binning}")
+        ny, nx = cube.shape[1:]
         if bbox is None:
-            bbox = Box.from_shape(cube.shape[1:])
-        elif not isinstance(bbox, Box) or bbox.shape != cube.shape[1:]:
-            raise InputError(f"ChromaticFlat bbox {bbox!r} does not match the cube's shape {cube.shape[1:]}")
+            bbox = Box(0, 0, nx * binning, ny * binning)
+        elif (
+            not isinstance(bbox, Box)
+            or -(-bbox.width // binning) != nx
+            or -(-bbox.height // binning) != ny
+        ):
+            raise InputError(
+                f"ChromaticFlat bbox {bbox!r} does not match the cube's shape {cube.shape[1:]} "
+                f"binned by {binning}; give the detector's Box and the cube's binning"
+            )
         if not (np.isfinite(grid_step_nm) and grid_step_nm > 0):
             raise InputError(f"ChromaticFlat grid_step_nm must be positive, got {grid_step_nm}")
         view = cube.view()
@@ -290,6 +316,14 @@ class ChromaticFlat:
         self._cube = view
         self._bbox = bbox
         self._step = float(grid_step_nm)
+        self._binning = binning
+        self._is_response = bool(cube_is_response)
+        if self._is_response:
+            # Where the response is non-zero anywhere: the SED must cover it.
+            nz = np.flatnonzero(np.any(cube != 0, axis=(1, 2)))
+            if nz.size == 0:
+                raise InputError("ChromaticFlat: the response cube is zero at every wavelength")
+            self._response_support = (float(wl[max(nz[0] - 1, 0)]), float(wl[min(nz[-1] + 1, wl.size - 1)]))
         self._t_callable: Callable[[np.ndarray], np.ndarray] | None = None
         self._t_wl: np.ndarray | None = None
         self._t_val: np.ndarray | None = None
@@ -337,6 +371,16 @@ class ChromaticFlat:
         return self._bbox
 
     @property
+    def binning(self) -> int:
+        """Detector pixels per cube pixel along each axis."""
+        return self._binning
+
+    @property
+    def cube_is_response(self) -> bool:
+        """Whether the cube is the full response ``T · flat`` (see the class docstring)."""
+        return self._is_response
+
+    @property
     def integration_range_nm(self) -> tuple[float, float]:
         """Wavelength range integrated over: the throughput's support (or the cube's range)."""
         return self._range
@@ -349,14 +393,35 @@ class ChromaticFlat:
         return np.interp(wl, self._t_wl, self._t_val, left=0.0, right=0.0)
 
     # -- flattening ----------------------------------------------------------------------------
-    def _fine_grid(self, spectrum: Spectrum) -> np.ndarray:
-        lo, hi = self._range
+    def _fine_grid(self, spectrum: Spectrum, lo: float, hi: float, extra=()) -> np.ndarray:
         n = max(int(np.ceil((hi - lo) / self._step)), 1)
-        parts = [np.linspace(lo, hi, n + 1), self._wl, spectrum.wavelength_nm]
-        if self._t_wl is not None:
-            parts.append(self._t_wl)
+        parts = [np.linspace(lo, hi, n + 1), self._wl, spectrum.wavelength_nm, *extra]
         grid = np.unique(np.concatenate(parts))
         return grid[(grid >= lo) & (grid <= hi)]
+
+    @staticmethod
+    def _trapezoid(grid: np.ndarray) -> np.ndarray:
+        dl = np.diff(grid)
+        trap = np.zeros_like(grid)
+        trap[:-1] += 0.5 * dl
+        trap[1:] += 0.5 * dl
+        return trap
+
+    def _hat_weights(self, grid: np.ndarray, gw: np.ndarray) -> np.ndarray:
+        """∑_i gw_i h_k(λ_i) for the hat functions h_k of the cube's wavelengths (clamped)."""
+        k = np.clip(np.searchsorted(self._wl, grid, side="right") - 1, 0, self._wl.size - 2)
+        t = np.clip((grid - self._wl[k]) / (self._wl[k + 1] - self._wl[k]), 0.0, 1.0)
+        n = self._wl.size
+        return np.bincount(k, gw * (1.0 - t), minlength=n) + np.bincount(k + 1, gw * t, minlength=n)
+
+    @staticmethod
+    def _check_covers(spectrum: Spectrum, lo: float, hi: float, what: str) -> None:
+        s_lo, s_hi = spectrum.wavelength_nm[0], spectrum.wavelength_nm[-1]
+        if s_lo > lo + 1e-9 or s_hi < hi - 1e-9:
+            raise InputError(
+                f"SED covers {s_lo:.1f}-{s_hi:.1f} nm but the {what} is non-zero over "
+                f"{lo:.1f}-{hi:.1f} nm; extend the SED over the whole band"
+            )
 
     def weights(self, sed, sed_flux=None, *, flux_type: str = "flambda", wave_unit: str = "nm") -> np.ndarray:
         """Weights ``w`` over the cube's wavelengths with ``F_SED = tensordot(w, cube, 1)``.
@@ -373,41 +438,34 @@ class ChromaticFlat:
         Returns
         -------
         numpy.ndarray, shape (n_lambda,)
-            Non-negative weights summing to 1.
+            Non-negative weights; they sum to 1 unless ``cube_is_response``.
 
         Raises
         ------
         InputError
-            The SED does not cover the band (where T > 0), or SED × T is zero.
+            The SED does not cover the band (where T > 0, or where a response cube is
+            non-zero), or SED × T integrates to zero.
         """
         spectrum = _as_spectrum(sed, sed_flux, flux_type, wave_unit, "ChromaticFlat.flatten")
-        grid = self._fine_grid(spectrum)
+        lo, hi = self._range
+        extra = () if self._t_wl is None else (self._t_wl,)
+        grid = self._fine_grid(spectrum, lo, hi, extra)
         tvals = self.throughput(grid)
         inband = tvals > 0
         if inband.any():
-            band_lo, band_hi = grid[inband][0], grid[inband][-1]
-            s_lo, s_hi = spectrum.wavelength_nm[0], spectrum.wavelength_nm[-1]
-            if s_lo > band_lo + 1e-9 or s_hi < band_hi - 1e-9:
-                raise InputError(
-                    f"SED covers {s_lo:.1f}-{s_hi:.1f} nm but the throughput is non-zero over "
-                    f"{band_lo:.1f}-{band_hi:.1f} nm; extend the SED over the whole band"
-                )
-        g = tvals * spectrum.photons(grid)
-        # Trapezoid weights of the fine grid.
-        dl = np.diff(grid)
-        trap = np.zeros_like(grid)
-        trap[:-1] += 0.5 * dl
-        trap[1:] += 0.5 * dl
-        gw = g * trap
+            self._check_covers(spectrum, grid[inband][0], grid[inband][-1], "throughput")
+        gw = tvals * spectrum.photons(grid) * self._trapezoid(grid)
         total = gw.sum()
         if not total > 0:
             raise InputError("SED × throughput integrates to zero: the SED has no photons in the band")
-        # Hat functions of the cube's wavelengths (linear interpolation, clamped at the ends).
-        k = np.clip(np.searchsorted(self._wl, grid, side="right") - 1, 0, self._wl.size - 2)
-        t = np.clip((grid - self._wl[k]) / (self._wl[k + 1] - self._wl[k]), 0.0, 1.0)
-        n = self._wl.size
-        w = np.bincount(k, gw * (1.0 - t), minlength=n) + np.bincount(k + 1, gw * t, minlength=n)
-        return w / total
+        if not self._is_response:
+            # Σ_k h_k = 1, so these weights sum to exactly 1.
+            return self._hat_weights(grid, gw) / total
+        r_lo, r_hi = self._response_support
+        self._check_covers(spectrum, r_lo, r_hi, "response cube")
+        rgrid = self._fine_grid(spectrum, float(self._wl[0]), float(self._wl[-1]))
+        rw = spectrum.photons(rgrid) * self._trapezoid(rgrid)
+        return self._hat_weights(rgrid, rw) / total
 
     def flatten(
         self,
@@ -450,18 +508,24 @@ class ChromaticFlat:
         Fitting block means with block-averaged basis functions (not their values at the block
         centres) makes the fit exact for any polynomial up to ``order``, whatever ``bin_size``.
         """
+        b = self._binning
         ny, nx = self._cube.shape[1:]
+        box = self._bbox
+        # Detector pixels in each cube pixel (the last row / column may be partial).
+        py = np.diff(np.minimum(np.arange(ny + 1) * b, box.height)).astype(np.float64)
+        px = np.diff(np.minimum(np.arange(nx + 1) * b, box.width)).astype(np.float64)
         ey = np.arange(0, ny, bin_size)
         ex = np.arange(0, nx, bin_size)
-        sums = np.add.reduceat(np.add.reduceat(self._cube, ey, axis=1, dtype=np.float64), ex, axis=2)
-        cy = np.diff(np.append(ey, ny)).astype(np.float64)
-        cx = np.diff(np.append(ex, nx)).astype(np.float64)
+        weighted = self._cube * py[:, None] * px[None, :]
+        sums = np.add.reduceat(np.add.reduceat(weighted, ey, axis=1, dtype=np.float64), ex, axis=2)
+        cy = np.add.reduceat(py, ey)
+        cx = np.add.reduceat(px, ex)
         means = sums / (cy[:, None] * cx[None, :])
-        xmin, xmax, ymin, ymax = self._bbox.extent
-        u = (self._bbox.x0 + np.arange(nx) - xmin) * (2.0 / (xmax - xmin)) - 1.0
-        v = (self._bbox.y0 + np.arange(ny) - ymin) * (2.0 / (ymax - ymin)) - 1.0
-        bu = np.add.reduceat(C.chebvander(u, order), ex, axis=0) / cx[:, None]  # (nbx, o+1)
-        bv = np.add.reduceat(C.chebvander(v, order), ey, axis=0) / cy[:, None]  # (nby, o+1)
+        xmin, xmax, ymin, ymax = box.extent
+        u = (box.x0 + np.arange(box.width) - xmin) * (2.0 / (xmax - xmin)) - 1.0
+        v = (box.y0 + np.arange(box.height) - ymin) * (2.0 / (ymax - ymin)) - 1.0
+        bu = np.add.reduceat(C.chebvander(u, order), ex * b, axis=0) / cx[:, None]  # (nbx, o+1)
+        bv = np.add.reduceat(C.chebvander(v, order), ey * b, axis=0) / cy[:, None]  # (nby, o+1)
         return means, bu, bv
 
     def _slice_fits(self, order: int, bin_size: int):
