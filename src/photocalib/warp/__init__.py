@@ -3,7 +3,20 @@
 Layer 5 (processing).
 """
 
+from .coadd import DEFAULT_BAD_MASK, CoaddResult, coadd
 from .mapping import PixelMapping
-from .warp import WarpResult, pixel_mapping, warp_arrays, warp_exposure
+from .skygrid import SkyGrid
+from .warp import WarpResult, area_metadata, pixel_mapping, warp_arrays, warp_exposure
 
-__all__ = ["PixelMapping", "WarpResult", "pixel_mapping", "warp_arrays", "warp_exposure"]
+__all__ = [
+    "DEFAULT_BAD_MASK",
+    "CoaddResult",
+    "PixelMapping",
+    "SkyGrid",
+    "WarpResult",
+    "area_metadata",
+    "coadd",
+    "pixel_mapping",
+    "warp_arrays",
+    "warp_exposure",
+]

@@ -57,7 +57,16 @@ from ..image.mask import MaskPlane
 from . import _kernels
 from .mapping import DEFAULT_TOLERANCE, PixelMapping
 
-__all__ = ["warp_exposure", "warp_arrays", "WarpResult", "KERNELS", "MODES", "as_sky_wcs", "pixel_mapping"]
+__all__ = [
+    "KERNELS",
+    "MODES",
+    "WarpResult",
+    "area_metadata",
+    "as_sky_wcs",
+    "pixel_mapping",
+    "warp_arrays",
+    "warp_exposure",
+]
 
 #: Resampling kernels and their codes in the Numba kernel.
 KERNELS = {"lanczos3": _kernels.LANCZOS3, "bilinear": _kernels.BILINEAR}
@@ -281,20 +290,19 @@ def warp_arrays(
     return WarpResult(image=out, variance=out_var if has_var else None, mask=out_mask, mapping=mapping)
 
 
-def area_metadata(wcs: Any, box: Box) -> dict[str, float]:
-    """Header keywords that record a grid's own pixel area: mean, min, max (arcsec²) and sr.
+def area_metadata(wcs: Any, box: Box) -> dict[str, tuple[float, str]]:
+    """Header keywords that record a grid's own, non-uniform pixel area (arcsec²).
 
-    ``PIXAR_A2`` and ``PIXAR_SR`` (as JWST writes them) hold the *mean* area over ``box``;
-    ``PAREAMIN`` / ``PAREAMAX`` its range. The exact per-pixel area is the WCS's
+    ``PAREAMEA``, ``PAREAMIN`` and ``PAREAMAX`` are the mean, least and largest area over
+    ``box``. ``PIXAR_A2`` / ``PIXAR_SR`` (the area at the image centre, as JWST writes them)
+    are added by :meth:`Exposure.write` from the WCS; the exact per-pixel area is the WCS's
     ``pixel_area_field(box)``.
     """
     area = _area(wcs, box)
-    mean = float(area.mean())
     return {
-        "PIXAR_A2": mean,
-        "PIXAR_SR": mean * (np.pi / 180.0 / 3600.0) ** 2,
-        "PAREAMIN": float(area.min()),
-        "PAREAMAX": float(area.max()),
+        "PAREAMEA": (float(area.mean()), "[arcsec2] mean pixel area of the grid"),
+        "PAREAMIN": (float(area.min()), "[arcsec2] least pixel area of the grid"),
+        "PAREAMAX": (float(area.max()), "[arcsec2] largest pixel area of the grid"),
     }
 
 
