@@ -81,11 +81,12 @@ def _celestial_rotation(ra0: float, dec0: float, lonpole: float) -> np.ndarray:
     ap, dp, pp = ra0 * _D2R, dec0 * _D2R, lonpole * _D2R
 
     def native_to_vec(phi: float, theta: float) -> np.ndarray:
+        # Eq. 2 written for the vector components, with no arcsin (inaccurate near +-1).
         dphi = phi - pp
-        a = ap + np.arctan2(-np.cos(theta) * np.sin(dphi),
-                            np.sin(theta) * np.cos(dp) - np.cos(theta) * np.sin(dp) * np.cos(dphi))
-        d = np.arcsin(np.clip(np.sin(theta) * np.sin(dp) + np.cos(theta) * np.cos(dp) * np.cos(dphi), -1, 1))
-        return np.array([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)])
+        c1 = np.sin(theta) * np.cos(dp) - np.cos(theta) * np.sin(dp) * np.cos(dphi)
+        c2 = -np.cos(theta) * np.sin(dphi)
+        z = np.sin(theta) * np.sin(dp) + np.cos(theta) * np.cos(dp) * np.cos(dphi)
+        return np.array([c1 * np.cos(ap) - c2 * np.sin(ap), c1 * np.sin(ap) + c2 * np.cos(ap), z])
 
     return np.column_stack([native_to_vec(0.0, 0.0), native_to_vec(np.pi / 2, 0.0),
                             native_to_vec(0.0, np.pi / 2)])
