@@ -48,11 +48,24 @@ class PhotFlag(enum.IntFlag):
 
 
 def _native(a: np.ndarray, dtype=None) -> np.ndarray:
-    """A C-contiguous native-byte-order array, as sep requires (no copy when already so)."""
+    """A C-contiguous, native-byte-order, writeable-flagged array, as sep's buffers require.
+
+    sep never writes to its inputs, but its Cython buffers refuse read-only arrays (an
+    Exposure's planes are read-only views); a writeable view of the same memory avoids a copy
+    when the memory allows it.
+    """
     a = np.asarray(a, dtype=dtype)
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
-    return np.ascontiguousarray(a)
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:
+        view = a.view()
+        try:
+            view.flags.writeable = True
+        except ValueError:
+            return a.copy()
+        return view
+    return a
 
 
 def ellipse_from_jacobian(jacobian: np.ndarray, radius_arcsec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,7 +149,11 @@ def sum_ellipses(
     data = _native(image)
     if data.dtype not in (np.float32, np.float64):
         data = data.astype(np.float64)
-    x, y, a, b, theta = (np.asarray(v, dtype=np.float64) for v in (x, y, a, b, theta))
+    # sep wants 1-D arrays of one length (scalars raise inside it).
+    x, y, a, b, theta = (
+        np.ascontiguousarray(v, dtype=np.float64)
+        for v in np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x, y, a, b, theta)))
+    )
     kwargs: dict = {"subpix": 0}
     if variance is not None:
         var = _native(variance)
