@@ -48,3 +48,41 @@ class AnalyticWcs:
 @pytest.fixture
 def analytic_wcs():
     return AnalyticWcs()
+
+
+def sip_header(nx=300, ny=200):
+    """A TAN-SIP header (order 3) whose pixel area varies by a few per cent over the box."""
+    from astropy.io import fits
+
+    h = fits.Header()
+    h["NAXIS"] = 2
+    h["NAXIS1"] = nx
+    h["NAXIS2"] = ny
+    h["CTYPE1"] = "RA---TAN-SIP"
+    h["CTYPE2"] = "DEC--TAN-SIP"
+    h["CRVAL1"] = 359.95  # straddles RA = 0
+    h["CRVAL2"] = -30.0
+    h["CRPIX1"] = nx / 2 + 0.5
+    h["CRPIX2"] = ny / 2 + 0.5
+    h["CD1_1"] = -5.0e-5
+    h["CD1_2"] = 1.0e-6
+    h["CD2_1"] = 1.5e-6
+    h["CD2_2"] = 5.0e-5
+    h["A_ORDER"] = 3
+    h["B_ORDER"] = 3
+    h["A_2_0"] = 2.0e-5
+    h["A_1_1"] = -1.0e-5
+    h["A_0_2"] = 5.0e-6
+    h["A_3_0"] = 1.0e-7
+    h["B_0_2"] = 1.5e-5
+    h["B_1_1"] = 8.0e-6
+    h["B_2_0"] = -4.0e-6
+    h["B_0_3"] = -1.0e-7
+    return h
+
+
+@pytest.fixture
+def sip_wcs():
+    import photocalib as pc
+
+    return pc.SkyWcs.from_header(sip_header())

@@ -82,10 +82,20 @@ def _is_area_of(field: BoundedField, wcs: Any, box: Box) -> bool:
     """Whether ``field`` is the pixel-area field of ``wcs`` on ``box``."""
     if field.bbox != box or type(field).__name__ != "PixelAreaField":
         return False
-    if field is wcs.pixel_area_field(box):
+    own = wcs.pixel_area_field(box)
+    if field is own:
         return True
     inner = getattr(field, "wcs", None)
-    return inner is not None and (inner is wcs or _eq(inner, wcs))
+    if inner is not None:
+        return inner is wcs or _eq(inner, wcs)
+    # A field read back from a file has no WCS object, only the WCS header it was made from.
+    header = getattr(field, "wcs_header", None)
+    return header is not None and _cards(header) == _cards(getattr(own, "wcs_header", None))
+
+
+def _cards(header_text: str | None) -> list[str]:
+    # FITS string columns drop trailing blanks, so compare card by card without them.
+    return [] if not header_text else [c.rstrip() for c in header_text.splitlines() if c.strip()]
 
 
 def _eq(a, b) -> bool:
