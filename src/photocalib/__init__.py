@@ -28,8 +28,10 @@ __all__ = [
     "ImageKindError",
     "InputError",
     "PhotocalibError",
+    "PixelAreaField",
     "ProductField",
     "QuotientField",
+    "SkyWcs",
 ]
 
 # Names that arrive with later layers; imported lazily so a partial install still imports.

@@ -224,6 +224,7 @@ def test_header_without_celestial_axes_raises_input_error():
         pc.SkyWcs.from_header(fits.Header())
 
 
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
 def test_nan_and_non_numeric_keywords_are_named():
     text = (
         "CTYPE1  = 'RA---TAN'\nCTYPE2  = 'DEC--TAN'\nCRVAL1  =                  NAN\n"

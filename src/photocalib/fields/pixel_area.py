@@ -254,13 +254,16 @@ class PixelAreaField(BoundedField):
                 "to a table; persist the WCS instead"
             )
         c = self._cheb.coefficients
-        cols = {"coefficients": c.reshape((1,) + c.shape)}
+        # Numbers go in binary columns, not keywords, so they round-trip bit for bit.
+        cols = {
+            "coefficients": c.reshape((1,) + c.shape),
+            "error_bound": np.array([self._error], dtype=np.float64),
+            "max_rel_error": np.array([self._tol], dtype=np.float64),
+        }
         header = self.wcs_header
         if header:
             cols["wcs_header"] = np.array([header])
-        t = Table(cols)
-        t.meta.update(MAXRELER=float(self._error), RELTOL=self._tol)
-        return t
+        return Table(cols)
 
     @classmethod
     def _from_table(cls, table: Table) -> PixelAreaField:
@@ -269,11 +272,12 @@ class PixelAreaField(BoundedField):
             raise InputError("PixelAreaField table lacks its bounding box (BBOX_* keywords)")
         try:
             c = np.asarray(table["coefficients"][0], dtype=np.float64)
-            err = float(table.meta["MAXRELER"])
-            tol = float(table.meta["RELTOL"])
+            err = float(table["error_bound"][0])
+            tol = float(table["max_rel_error"][0])
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise InputError(
-                f"PixelAreaField table needs a 'coefficients' column and MAXRELER/RELTOL keywords ({exc})"
+                "PixelAreaField table needs 'coefficients', 'error_bound' and 'max_rel_error' "
+                f"columns ({exc})"
             ) from exc
         self = cls.__new__(cls)
         self._wcs = None
