@@ -15,11 +15,12 @@ from scipy.interpolate import BSpline, RectBivariateSpline
 from scipy.ndimage import median_filter
 
 from ..errors import InputError
-from ..fields import BoundedField, ChebyshevField, register_field
+from ..fields import BoundedField, register_field
 from ..fields.base import bbox_from_meta
 from ..geom import Box
 from ..image.kind import ImageKind
 from ..image.mask import MaskPlane
+from ..measure._robust import robust_field_fit
 from . import _kernels
 
 __all__ = [
@@ -277,10 +278,13 @@ def _clean_grid(grid: MeshGrid, min_fraction: float, filter_size: int) -> np.nda
             fill = np.where(np.isnan(fill), neighbour, fill)
         level = fill
     if filter_size > 1 and min(level.shape) >= filter_size:
+        # Only meshes far off their neighbours' median, relative to the spread of such
+        # deviations and to their own noise, are replaced: a smooth sky's curvature must not be.
         med = median_filter(level, size=filter_size, mode="nearest")
         dev = level - med
         scale = 1.4826 * np.median(np.abs(dev - np.median(dev)))
-        outlier = np.abs(dev) > 5.0 * max(scale, 1e-12 * np.abs(np.median(level)))
+        noise = grid.sigma / np.sqrt(np.maximum(grid.count, 1))
+        outlier = (np.abs(dev) > 5.0 * scale) & (np.abs(dev) > 10.0 * np.nan_to_num(noise, nan=np.inf))
         level = np.where(outlier | invalid, med, level)
     return level
 
@@ -340,7 +344,8 @@ def estimate(
     min_fraction : float
         Meshes with fewer usable pixels than this fraction are filled from their neighbours.
     filter_size : int
-        Size of the median filter used to reject outlying meshes (1: none).
+        With ``interpolation="spline"``, the size of the median filter used to reject outlying
+        meshes (1: none). The Chebyshev fit clips outlying meshes against itself instead.
     interpolation : {"chebyshev", "spline"}
         A Chebyshev polynomial of ``order`` fitted to the mesh levels (weights from the mesh
         noise; the default: it averages the mesh noise down, which an interpolant cannot, and a
@@ -363,14 +368,14 @@ def estimate(
         bad = np.zeros(sb.shape, dtype=bool)
     grid = mesh_statistics(sb, bad, mesh_size, nsigma, statistic=statistic)
     if mask_sources:
-        level = _clean_grid(grid, min_fraction, filter_size)
+        level = _clean_grid(grid, min_fraction, 1)
         sigma = np.where(np.isfinite(grid.sigma), grid.sigma, np.nanmedian(grid.sigma))
         bad = _kernels.mask_above(
             sb, bad, level, sigma, grid.x_edges, grid.y_edges, float(source_threshold), int(grow)
         )
         grid = mesh_statistics(sb, bad, mesh_size, nsigma, statistic=statistic)
-    level = _clean_grid(grid, min_fraction, filter_size)
     box = Box.from_shape(sb.shape)
+    level = _clean_grid(grid, min_fraction, filter_size if interpolation == "spline" else 1)
     if interpolation == "spline":
         return MeshSplineField(grid.x_centers, grid.y_centers, level, box)
     xx, yy = np.meshgrid(grid.x_centers, grid.y_centers)
@@ -382,7 +387,8 @@ def estimate(
             f"background.estimate: {level.size} meshes cannot constrain a Chebyshev of order {order}; "
             "lower order or mesh_size"
         )
-    return ChebyshevField.fit(xx, yy, level, weights=1.0 / err**2, order=order, bbox=box)
+    # Meshes spoiled by unmasked sources are clipped against the smooth model itself.
+    return robust_field_fit(xx, yy, level, err, order=order, bbox=box, nsigma=5.0).field
 
 
 def background_image(exp, field: BoundedField) -> np.ndarray:

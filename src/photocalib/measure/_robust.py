@@ -89,7 +89,11 @@ def robust_field_fit(
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     z = np.asarray(z, dtype=np.float64).ravel()
-    e = np.ones_like(z) if z_err is None else np.broadcast_to(np.asarray(z_err, dtype=np.float64), z.shape).copy()
+    if z_err is None:
+        e = np.ones_like(z)
+    else:
+        e = np.asarray(z_err, dtype=np.float64)
+        e = e.ravel().copy() if e.size == z.size else np.broadcast_to(e, z.shape).copy()
     finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & np.isfinite(e) & (e > 0)
     nterm = 1 if order is None else (order + 1) * (order + 2) // 2
     if finite.sum() < max(nterm, 2):
