@@ -25,13 +25,17 @@ __all__ = [
     "BoundedField",
     "ChebyshevField",
     "ConstantField",
+    "Exposure",
+    "ImageKind",
     "ImageKindError",
     "InputError",
+    "PhotoCalib",
     "PhotocalibError",
     "PixelAreaField",
     "ProductField",
     "QuotientField",
     "SkyWcs",
+    "SplineField",
 ]
 
 # Names that arrive with later layers; imported lazily so a partial install still imports.

@@ -8,6 +8,7 @@ from .chebyshev import ChebyshevField
 from .composite import ProductField, QuotientField
 from .constant import ConstantField
 from .pixel_area import PixelAreaField
+from .spline import SplineField
 
 __all__ = [
     "BoundedField",
@@ -16,6 +17,7 @@ __all__ = [
     "PixelAreaField",
     "ProductField",
     "QuotientField",
+    "SplineField",
     "field_from_table",
     "read_field",
     "register_field",
