@@ -1,0 +1,1350 @@
+"""Multi-epoch joint photometric calibration of many overlapping exposures (issue 5).
+
+Three model families (monolithic, separated, reference-free) differing in how they treat the
+Jacobian, solved by Gauss–Newton in magnitudes with the star magnitudes eliminated per star.
+
+Model
+-----
+An observation ``o`` of star ``s`` in visit ``v`` on detector ``d`` at pixel ``(x, y)`` has
+instrumental flux ``f_o``. Its calibration ``c_o`` (nJy per instrumental unit) maps it to the
+star's fluence, ``F_s = c_o f_o``; in magnitudes (``m = -2.5 log10``),
+``M_s = m_o - 2.5 log10 c_o``. The calibration is a product of factors, each a triangular
+Chebyshev polynomial *in flux* (so the stored fields are exactly the fitted ones):
+
+* ``separated`` (meas_mosaic-like): ``c = A(x, y) · S_{e,d}(x, y) · G_v(ξ, η)``, with ``A`` the
+  pixel area from the visit's WCS (only for ``kind=SURFACE_BRIGHTNESS``; fluxes measured on a
+  fluence image need no Jacobian), ``S`` a star flat per detector shared by the visits of an
+  epoch ``e`` (order ``star_flat_order``), ``G`` a grey term per visit: a constant, or with
+  ``grey_gradient=True`` a plane in the visit's tangent-plane coordinates. Reference fluxes
+  enter the χ² as extra measurements of their stars.
+* ``reference-free`` (FGCM-like): the same factors, plus an optional chromatic factor
+  ``1 + colour_s · K_d(x, y)`` (``chromatic_order``; needs a ``colour`` column). No reference
+  is needed: the absolute level is fixed by a constraint (below) or, when ``reference`` is
+  given, by the weighted mean offset to those standards after the fit (the standards fix one
+  number, they do not pull the relative calibration).
+* ``monolithic`` (jointcal-like): ``c = P_d(x, y) · V_v(ξ, η)``, a per-detector polynomial
+  (order ``detector_order``, 0 by default as in jointcal's constrained model) times a
+  per-visit polynomial in tangent-plane coordinates (order ``visit_order``, 7 by default).
+  The Jacobian is not given: it is absorbed into the fit.
+
+``(ξ, η)`` are gnomonic coordinates about each visit's mean pointing (the normalised mean of
+its detectors' centres, from the WCSs), divided by the visit's radius (largest ``|ξ|``,
+``|η|`` over its detector boxes) so they lie in [-1, 1].
+
+Degeneracies, removed by exact linear constraints on the coefficients
+-------------------------------------------------------------------
+* star flat vs grey (separated, reference-free): ``S → kS``, ``G → G/k`` for one epoch leaves
+  every prediction unchanged. Constraint: the mean over the epoch's detectors of each star
+  flat's mean over its box is 1, so star flats are relative and grey carries the level.
+* common grey gradient vs star flats (``grey_gradient=True``): a gradient shared by every visit
+  of an epoch is (almost exactly) a linear term of each detector's star flat. Constraint: the
+  gradient coefficients of an epoch's visits sum to zero.
+* overall zero point (reference-free without standards): star magnitudes ``+δ`` and every
+  calibration ``× 10^(0.4δ)``. Constraint: the mean over visits of the grey constant is 1.
+  (Separated and monolithic fix it through the reference catalogue.)
+* monolithic: ``P → kP``, ``V → V/k``. Constraint: the mean over detectors of ``P_d``'s mean
+  is 1.
+* chromatic: a constant ``K`` is absorbed by the star magnitudes (colours are per star).
+  Constraint: the mean over detectors of ``K_d``'s mean is 0. ``photo_calib`` is for colour 0.
+
+Anything still singular (a parameter no used observation touches) raises ``InputError`` naming
+its visit or detector; a tiny ridge (1e-12 of the diagonal) only guards rounding.
+
+Solver
+------
+Gauss–Newton in magnitudes. Per iteration the residuals and derivative rows are computed per
+visit chunk (a map that can run on Dask workers) together with the visit-local normal matrix
+``Σ w D Dᵀ``; the partial sums are added (the reduce), and the star magnitudes are eliminated
+exactly by their Schur complement, ``N − Σ_s u_s u_sᵀ / W_s``, which is block-diagonal per star
+and costs ``Σ_s (entries of u_s)²``. The reduced dense system (a few thousand parameters) is
+solved by Cholesky with the constraints through a bordered (KKT) solve. Steps that raise χ² or
+make a factor non-positive are halved.
+
+Outlier rejection: after convergence, observations whose leverage-corrected normalised
+residual ``|r| / sqrt(σ² − 1/W_s)`` exceeds ``n_sigma`` are candidates, and only the worst one
+per star is rejected per round before re-converging. Rejecting only the worst per star (as
+jointcal does) avoids "swamping": a gross outlier drags its star's mean, so its good
+measurements look discrepant too until it is gone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from ..errors import InputError, PhotocalibError
+from ..fields import BoundedField, ChebyshevField, ConstantField, ProductField
+from ..geom import Box
+from ..image.kind import ImageKind
+from . import _kernels as K
+from ._joint_model import (
+    Block,
+    cheb_basis,
+    cheb_means,
+    coefficients_to_matrix,
+    evaluate_blocks,
+)
+
+__all__ = ["JointCalibrator", "JointSolution", "fit_joint", "MODELS"]
+
+#: The model families.
+MODELS = ("separated", "monolithic", "reference-free")
+
+_OBS_COLUMNS = ("visit", "detector", "star", "x", "y", "instflux", "instflux_err")
+_MAG_ERR = 2.5 / math.log(10.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# input handling
+# ----------------------------------------------------------------------------------------------
+def _column(table, name: str, what: str) -> np.ndarray:
+    try:
+        if hasattr(table, "to_numpy") and hasattr(table, "columns"):  # pandas
+            if name not in table.columns:
+                raise KeyError(name)
+            return table[name].to_numpy()
+        if name not in table.colnames:
+            raise KeyError(name)
+        col = table[name]
+        if getattr(col, "mask", None) is not None and np.any(col.mask):
+            if np.issubdtype(col.dtype, np.floating):
+                return np.ma.filled(col, np.nan)
+            raise InputError(f"{what} column {name!r} has masked (missing) values; fill or drop them")
+        return np.asarray(col)
+    except KeyError as exc:
+        raise InputError(f"{what} has no column {name!r}; it needs {', '.join(_OBS_COLUMNS) if what == 'observations' else 'star, flux, flux_err'}") from exc
+
+
+def _has_column(table, name: str) -> bool:
+    if hasattr(table, "columns") and hasattr(table, "to_numpy"):
+        return name in table.columns
+    return name in getattr(table, "colnames", ())
+
+
+def _key(v) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _unit_vector(ra, dec):
+    ra = np.deg2rad(ra)
+    dec = np.deg2rad(dec)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def _subset_wcs(wcs: dict, visits, detectors) -> dict:
+    vs = {_key(v) for v in visits}
+    ds = {_key(d) for d in detectors}
+    return {k: w for k, w in wcs.items() if k[0] in vs and k[1] in ds}
+
+
+@dataclass
+class _Problem:
+    """Observations in star order and everything the solver needs (internal)."""
+
+    model: str
+    kind: ImageKind
+    blocks: list
+    n_p: int
+    ptr: np.ndarray  # CSR over stars
+    star: np.ndarray  # int32 star index per observation
+    visit: np.ndarray
+    detector: np.ndarray
+    epdet: np.ndarray
+    pu: np.ndarray
+    pv: np.ndarray
+    tu: np.ndarray
+    tv: np.ndarray
+    m: np.ndarray  # instrumental magnitude minus 2.5 log10 A where the Jacobian is known
+    sigma2: np.ndarray  # magnitude variance incl. floor
+    colour: np.ndarray | None
+    starts: np.ndarray
+    nbs: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    input_row: np.ndarray
+    visit_ids: np.ndarray
+    detector_ids: np.ndarray
+    star_ids: np.ndarray
+    epoch_ids: np.ndarray
+    epdet_pairs: np.ndarray  # (n, 2): epoch index, detector index
+    visit_epoch: np.ndarray
+    visit_center: np.ndarray  # (n_visits, 2) ra0, dec0
+    visit_radius: np.ndarray
+    boxes: dict
+    wcs: dict
+    ref_w: np.ndarray
+    ref_m: np.ndarray
+    star_colour: np.ndarray | None
+    chunks: list
+    excluded: list = field(default_factory=list)
+
+
+class JointCalibrator:
+    """Multi-epoch joint photometric calibration (configure once, then :meth:`fit`).
+
+    Parameters
+    ----------
+    model : {"separated", "monolithic", "reference-free"}
+        The model family (see the module documentation for the formulae).
+    kind : ImageKind or str
+        What ``instflux`` was measured on. For ``SURFACE_BRIGHTNESS`` the separated and
+        reference-free models multiply by the WCS pixel area; the resulting PhotoCalibs take
+        fluxes of this kind.
+    star_flat_order : int
+        Triangular Chebyshev order of the per-detector star flat (separated, reference-free).
+    visit_order : int
+        Order of the per-visit tangent-plane polynomial (monolithic).
+    detector_order : int
+        Order of the per-detector polynomial (monolithic; 0 = one constant per detector).
+    grey_gradient : bool
+        Give each visit's grey term a linear gradient across the field.
+    chromatic_order : int or None
+        Order of the per-detector chromatic field ``K_d`` (reference-free only; needs a
+        ``colour`` column in the observations). ``None``: no chromatic term.
+    n_sigma : float
+        Outlier threshold on normalised residuals; ``None`` or ``inf`` disables rejection.
+    max_rejection_rounds : int
+        Rounds of worst-per-star rejection.
+    error_floor : float
+        Magnitude error added in quadrature to every observation.
+    max_iter : int
+        Gauss–Newton iterations (over all rounds).
+    tol : float
+        Convergence when no star magnitude or model value moves by more than ``tol`` mag.
+    min_obs_per_group : int or None
+        Visits and (epoch, detector) groups with fewer used observations are excluded
+        (default: twice their parameter count, at least 5).
+    chunk_size : int
+        Observations per map task (visits are kept whole).
+    approx_order : int or None
+        Chebyshev order used to express tangent-plane factors on a detector's pixels in
+        :meth:`JointSolution.photo_calib` (default ``visit_order + 4``).
+    compute_errors : bool
+        Compute parameter covariances and the calibration part of star-flux errors.
+    """
+
+    def __init__(
+        self,
+        model: str = "separated",
+        kind: ImageKind | str = ImageKind.SURFACE_BRIGHTNESS,
+        *,
+        star_flat_order: int = 3,
+        visit_order: int = 7,
+        detector_order: int = 0,
+        grey_gradient: bool = False,
+        chromatic_order: int | None = None,
+        n_sigma: float | None = 5.0,
+        max_rejection_rounds: int = 10,
+        error_floor: float = 0.0,
+        max_iter: int = 60,
+        tol: float = 1e-7,
+        min_obs_per_group: int | None = None,
+        chunk_size: int = 1_000_000,
+        approx_order: int | None = None,
+        compute_errors: bool = True,
+    ) -> None:
+        if model not in MODELS:
+            raise InputError(f"unknown joint model {model!r}; use one of {', '.join(MODELS)}")
+        self.model = model
+        self.kind = ImageKind.parse(kind)
+        for name, value in (("star_flat_order", star_flat_order), ("visit_order", visit_order),
+                            ("detector_order", detector_order)):
+            if int(value) != value or value < 0:
+                raise InputError(f"JointCalibrator {name} must be a non-negative integer, got {value!r}")
+        if chromatic_order is not None and (int(chromatic_order) != chromatic_order or chromatic_order < 0):
+            raise InputError(f"chromatic_order must be None or a non-negative integer, got {chromatic_order!r}")
+        if chromatic_order is not None and model != "reference-free":
+            raise InputError("chromatic_order is only available for model='reference-free'")
+        self.star_flat_order = int(star_flat_order)
+        self.visit_order = int(visit_order)
+        self.detector_order = int(detector_order)
+        self.grey_gradient = bool(grey_gradient)
+        self.chromatic_order = None if chromatic_order is None else int(chromatic_order)
+        self.n_sigma = None if n_sigma is None or not np.isfinite(n_sigma) else float(n_sigma)
+        self.max_rejection_rounds = int(max_rejection_rounds)
+        if not (np.isfinite(error_floor) and error_floor >= 0):
+            raise InputError(f"error_floor must be finite and >= 0 mag, got {error_floor!r}")
+        self.error_floor = float(error_floor)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.min_obs_per_group = min_obs_per_group
+        self.chunk_size = int(chunk_size)
+        self.approx_order = approx_order
+        self.compute_errors = bool(compute_errors)
+
+    def __repr__(self) -> str:
+        return (f"JointCalibrator(model={self.model!r}, kind={self.kind.value}, "
+                f"star_flat_order={self.star_flat_order}, visit_order={self.visit_order}, "
+                f"detector_order={self.detector_order}, grey_gradient={self.grey_gradient}, "
+                f"chromatic_order={self.chromatic_order}, n_sigma={self.n_sigma})")
+
+    # ------------------------------------------------------------------------------------------
+    def _blocks(self, n_epdet: int, n_det: int, n_visit: int, has_colour: bool) -> list[Block]:
+        blocks: list[Block] = []
+        offset = 0
+
+        def add(name, coord, order, group, base, n_groups):
+            nonlocal offset
+            b = Block(name, coord, order, group, base, n_groups, offset)
+            offset += b.n_params
+            blocks.append(b)
+
+        if self.model == "monolithic":
+            add("detector", "pixel", self.detector_order, "detector", 0.0, n_det)
+            add("visit", "tangent", self.visit_order, "visit", 0.0, n_visit)
+        else:
+            add("starflat", "pixel", self.star_flat_order, "epoch_detector", 0.0, n_epdet)
+            add("grey", "tangent", 1 if self.grey_gradient else 0, "visit", 0.0, n_visit)
+            if self.chromatic_order is not None:
+                if not has_colour:
+                    raise InputError("chromatic_order needs a 'colour' column in the observations")
+                add("chromatic", "pixel", self.chromatic_order, "detector", 1.0, n_det)
+        return blocks
+
+    def _min_obs(self, n_params: int) -> int:
+        if self.min_obs_per_group is not None:
+            return int(self.min_obs_per_group)
+        return max(5, 2 * n_params)
+
+    def _prepare(self, observations, wcs_by_detector, reference, bboxes) -> _Problem:
+        from ..astrometry import sky_to_tangent
+
+        if observations is None or not (hasattr(observations, "colnames") or hasattr(observations, "columns")):
+            raise InputError("observations must be an astropy Table or a pandas DataFrame")
+        cols = {c: _column(observations, c, "observations") for c in _OBS_COLUMNS}
+        n_in = len(cols["visit"])
+        if n_in == 0:
+            raise InputError("observations is empty")
+        for c in ("x", "y", "instflux", "instflux_err"):
+            if not np.issubdtype(np.asarray(cols[c]).dtype, np.number):
+                raise InputError(f"observations column {c!r} must be numeric")
+            cols[c] = np.asarray(cols[c], dtype=np.float64)
+        epoch_col = _column(observations, "epoch", "observations") if _has_column(observations, "epoch") else np.zeros(n_in, dtype=np.int64)
+        colour_name = "colour" if _has_column(observations, "colour") else ("color" if _has_column(observations, "color") else None)
+        colour_col = np.asarray(_column(observations, colour_name, "observations"), dtype=np.float64) if colour_name else None
+        use_colour = self.chromatic_order is not None
+        if use_colour and colour_col is None:
+            raise InputError("chromatic_order needs a 'colour' column in the observations")
+        excluded: list[tuple[str, str, str]] = []
+        # -- per-row validity: dropped and counted, never propagated as NaN
+        good = np.ones(n_in, dtype=bool)
+        checks = [
+            ("non-finite x or y", ~(np.isfinite(cols["x"]) & np.isfinite(cols["y"]))),
+            ("non-finite instflux", ~np.isfinite(cols["instflux"])),
+            ("non-positive instflux", np.isfinite(cols["instflux"]) & (cols["instflux"] <= 0)),
+            ("non-finite or non-positive instflux_err", ~(np.isfinite(cols["instflux_err"]) & (cols["instflux_err"] > 0))),
+        ]
+        if use_colour:
+            checks.append(("non-finite colour", ~np.isfinite(colour_col)))
+        for reason, bad in checks:
+            nb = int(np.count_nonzero(bad & good))
+            if nb:
+                excluded.append(("observations", str(nb), reason))
+            good &= ~bad
+        if not good.any():
+            raise InputError("no usable observations: every row has a non-finite or non-positive x, y, instflux or instflux_err")
+        row = np.nonzero(good)[0]
+        visit_ids, visit = np.unique(np.asarray(cols["visit"])[row], return_inverse=True)
+        det_ids, det = np.unique(np.asarray(cols["detector"])[row], return_inverse=True)
+        star_ids_all, star = np.unique(np.asarray(cols["star"])[row], return_inverse=True)
+        x = cols["x"][row]
+        y = cols["y"][row]
+        mag = -2.5 * np.log10(cols["instflux"][row])
+        sig = _MAG_ERR * cols["instflux_err"][row] / cols["instflux"][row]
+        sigma2 = sig**2 + self.error_floor**2
+        epoch_raw = np.asarray(epoch_col)[row]
+        epoch_ids, epoch = np.unique(epoch_raw, return_inverse=True)
+        # epoch must be a property of the visit
+        ve = np.zeros(len(visit_ids), dtype=np.int64)
+        ve[visit] = epoch
+        if np.any(ve[visit] != epoch):
+            bad_v = visit_ids[np.unique(visit[ve[visit] != epoch])]
+            raise InputError(f"observations column 'epoch' varies within visit(s) {list(bad_v[:5])}; an epoch is a set of whole visits")
+        # -- WCS for every (visit, detector)
+        if not isinstance(wcs_by_detector, dict):
+            raise InputError("wcs_by_detector must be a dict {(visit, detector): SkyWcs}")
+        pair = visit.astype(np.int64) * len(det_ids) + det
+        upairs, pair_inv = np.unique(pair, return_inverse=True)
+        wcs = {}
+        missing = []
+        for up in upairs:
+            key = (_key(visit_ids[up // len(det_ids)]), _key(det_ids[up % len(det_ids)]))
+            w = wcs_by_detector.get(key)
+            if w is None:
+                missing.append(key)
+            wcs[key] = w
+        if missing:
+            raise InputError(
+                f"wcs_by_detector has no WCS for (visit, detector) {missing[:5]}"
+                f"{' and more' if len(missing) > 5 else ''}; add them or drop those observations")
+        # -- detector boxes
+        boxes: dict = {}
+        for di, did in enumerate(det_ids):
+            k = _key(did)
+            if bboxes is not None and k in bboxes:
+                boxes[k] = bboxes[k]
+                continue
+            sel = det == di
+            x0 = int(math.floor(min(0.0, x[sel].min()) + 0.5))
+            y0 = int(math.floor(min(0.0, y[sel].min()) + 0.5))
+            boxes[k] = Box(x0, y0, int(math.ceil(x[sel].max() + 0.5)) - x0, int(math.ceil(y[sel].max() + 0.5)) - y0)
+        # -- sky positions, pixel areas, visit pointings, tangent coordinates
+        order = np.argsort(pair_inv, kind="stable")
+        bounds = np.searchsorted(pair_inv[order], np.arange(len(upairs) + 1))
+        ra = np.empty(len(row))
+        dec = np.empty(len(row))
+        need_area = self.kind is ImageKind.SURFACE_BRIGHTNESS and self.model != "monolithic"
+        log_area = np.zeros(len(row))
+        centre_vec = np.zeros((len(visit_ids), 3))
+        for i, up in enumerate(upairs):
+            idx = order[bounds[i]:bounds[i + 1]]
+            vi, di = int(up // len(det_ids)), int(up % len(det_ids))
+            key = (_key(visit_ids[vi]), _key(det_ids[di]))
+            w = wcs[key]
+            r_, d_ = w.pixel_to_sky(x[idx], y[idx])
+            ra[idx] = r_
+            dec[idx] = d_
+            if need_area:
+                a = np.asarray(w.pixel_area(x[idx], y[idx]), dtype=np.float64)
+                if not np.all(np.isfinite(a) & (a > 0)):
+                    raise InputError(f"WCS of (visit, detector) {key} gives a non-positive or non-finite pixel area")
+                log_area[idx] = 2.5 * np.log10(a)
+            cx, cy = boxes[key[1]].center
+            centre_vec[vi] += _unit_vector(*w.pixel_to_sky(cx, cy))
+        if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+            raise InputError("a WCS returned non-finite sky positions for some observations")
+        nv = np.linalg.norm(centre_vec, axis=1)
+        centre_vec /= nv[:, None]
+        v_ra = np.rad2deg(np.arctan2(centre_vec[:, 1], centre_vec[:, 0])) % 360.0
+        v_dec = np.rad2deg(np.arcsin(np.clip(centre_vec[:, 2], -1, 1)))
+        xi = np.empty(len(row))
+        eta = np.empty(len(row))
+        radius = np.zeros(len(visit_ids))
+        # visit radius from the corners and edge midpoints of its detector boxes
+        for up in upairs:
+            vi, di = int(up // len(det_ids)), int(up % len(det_ids))
+            key = (_key(visit_ids[vi]), _key(det_ids[di]))
+            xmin, xmax, ymin, ymax = boxes[key[1]].extent
+            px = np.array([xmin, xmax, xmin, xmax, 0.5 * (xmin + xmax), 0.5 * (xmin + xmax), xmin, xmax])
+            py = np.array([ymin, ymin, ymax, ymax, ymin, ymax, 0.5 * (ymin + ymax), 0.5 * (ymin + ymax)])
+            cr, cd = wcs[key].pixel_to_sky(px, py)
+            cxi, ceta = sky_to_tangent(cr, cd, v_ra[vi], v_dec[vi])
+            radius[vi] = max(radius[vi], float(np.max(np.abs(cxi))), float(np.max(np.abs(ceta))))
+        vsel_order = np.argsort(visit, kind="stable")
+        vb = np.searchsorted(visit[vsel_order], np.arange(len(visit_ids) + 1))
+        for vi in range(len(visit_ids)):
+            idx = vsel_order[vb[vi]:vb[vi + 1]]
+            a, b = sky_to_tangent(ra[idx], dec[idx], v_ra[vi], v_dec[vi])
+            xi[idx] = a
+            eta[idx] = b
+            radius[vi] = max(radius[vi], float(np.max(np.abs(a))), float(np.max(np.abs(b))))
+        radius *= 1.0 + 1e-9
+        tu = xi / radius[visit]
+        tv = eta / radius[visit]
+        # pixel coordinates on [-1, 1] from each detector's box (as ChebyshevField does)
+        ext = np.array([boxes[_key(d)].extent for d in det_ids])
+        pu = (x - ext[det, 0]) * (2.0 / (ext[det, 1] - ext[det, 0])) - 1.0
+        pv = (y - ext[det, 2]) * (2.0 / (ext[det, 3] - ext[det, 2])) - 1.0
+        m_eff = mag - log_area
+        # -- reference catalogue
+        ref_flux_by_star = None
+        if reference is not None:
+            rs = _column(reference, "star", "reference")
+            rf = np.asarray(_column(reference, "flux", "reference"), dtype=np.float64)
+            re = np.asarray(_column(reference, "flux_err", "reference"), dtype=np.float64)
+            okr = np.isfinite(rf) & (rf > 0) & np.isfinite(re) & (re > 0)
+            if np.count_nonzero(~okr):
+                excluded.append(("reference", str(int(np.count_nonzero(~okr))), "non-finite or non-positive flux or flux_err"))
+            ref_flux_by_star = (np.asarray(rs)[okr], rf[okr], re[okr])
+        elif self.model != "reference-free":
+            raise InputError(f"model={self.model!r} needs a reference catalogue (Table with star, flux, flux_err); "
+                             "use model='reference-free' to fit without one")
+        # -- iterative exclusion of under-constrained stars, visits and detectors
+        keep = np.ones(len(row), dtype=bool)
+        ref_star_mask = np.zeros(len(star_ids_all), dtype=bool)
+        if ref_flux_by_star is not None:
+            ref_star_mask = np.isin(star_ids_all, ref_flux_by_star[0])
+        n_sf = (self.star_flat_order + 1) * (self.star_flat_order + 2) // 2
+        n_visit_par = ((self.visit_order + 1) * (self.visit_order + 2) // 2 if self.model == "monolithic"
+                       else (3 if self.grey_gradient else 1))
+        n_det_par = ((self.detector_order + 1) * (self.detector_order + 2) // 2 if self.model == "monolithic" else n_sf)
+        epdet_raw = epoch.astype(np.int64) * len(det_ids) + det
+        for _ in range(100):
+            changed = False
+            ns = np.bincount(star[keep], minlength=len(star_ids_all))
+            # a star needs two observations, or one plus a reference flux, to say anything
+            # about the calibration (reference-free standards do not enter the χ²)
+            ok_star = (ns >= 2) | ((ns >= 1) & ref_star_mask & (self.model != "reference-free"))
+            drop = keep & ~ok_star[star]
+            if drop.any():
+                keep &= ~drop
+                changed = True
+            for name, gidx, ids, npar in (("visit", visit, visit_ids, n_visit_par),
+                                          ("detector", epdet_raw if self.model != "monolithic" else det, None, n_det_par)):
+                cnt = np.bincount(gidx[keep], minlength=int(gidx.max()) + 1)
+                present = np.bincount(gidx, minlength=len(cnt)) > 0
+                low = present & (cnt < self._min_obs(npar)) & (cnt > 0)
+                if low.any():
+                    for g in np.nonzero(low)[0]:
+                        if name == "visit":
+                            label = f"visit {_key(ids[g])}"
+                        elif self.model == "monolithic":
+                            label = f"detector {_key(det_ids[g])}"
+                        else:
+                            label = f"detector {_key(det_ids[g % len(det_ids)])} (epoch {_key(epoch_ids[g // len(det_ids)])})"
+                        excluded.append((name, label, f"only {cnt[g]} usable observations (< {self._min_obs(npar)})"))
+                    keep &= ~low[gidx]
+                    changed = True
+            if not changed:
+                break
+        n_single = int(np.count_nonzero(np.bincount(star, minlength=len(star_ids_all)) == 1))
+        if n_single:
+            excluded.append(("stars", str(n_single), "seen once (no constraint on the calibration)"))
+        if not keep.any():
+            raise InputError("no observations left after excluding stars seen once and visits/detectors with too few stars")
+        # -- connectivity: each connected set of visits has its own zero point
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        ks = star[keep]
+        kv = visit[keep]
+        n_s_all = len(star_ids_all)
+        graph = coo_matrix((np.ones(len(ks)), (ks, n_s_all + kv)), shape=(n_s_all + len(visit_ids),) * 2)
+        ncomp, lab = connected_components(graph, directed=False)
+        vis_lab = lab[n_s_all + np.unique(kv)]
+        if len(np.unique(vis_lab)) > 1:
+            labs, counts = np.unique(vis_lab, return_counts=True)
+            main = labs[np.argmax(counts)]
+            others = visit_ids[np.unique(kv)][vis_lab != main]
+            raise InputError(
+                f"the visits are not connected by common stars: visits {list(others[:10])} share no star "
+                f"with the rest; fit them separately or drop them")
+        # -- compact indices over what is kept, sorted by star
+        idx = np.nonzero(keep)[0]
+        idx = idx[np.argsort(star[idx], kind="stable")]
+        s_ids, s_idx = np.unique(star[idx], return_inverse=True)
+        v_used, v_idx = np.unique(visit[idx], return_inverse=True)
+        d_used, d_idx = np.unique(det[idx], return_inverse=True)
+        ed_used, ed_idx = np.unique(epdet_raw[idx], return_inverse=True)
+        e_used, _ = np.unique(epoch[idx], return_inverse=True)
+        epdet_pairs = np.stack([np.searchsorted(e_used, ed_used // len(det_ids)),
+                                np.searchsorted(d_used, ed_used % len(det_ids))], axis=1)
+        blocks = self._blocks(len(ed_used), len(d_used), len(v_used), colour_col is not None)
+        n_p = sum(b.n_params for b in blocks)
+        groups = {"epoch_detector": ed_idx, "detector": d_idx, "visit": v_idx}
+        starts = np.empty((len(idx), len(blocks)), dtype=np.int64)
+        for bi, b in enumerate(blocks):
+            starts[:, bi] = b.offset + groups[b.group] * b.n_basis
+        nbs = np.array([b.n_basis for b in blocks], dtype=np.int64)
+        ptr = np.searchsorted(s_idx, np.arange(len(s_ids) + 1)).astype(np.int64)
+        star_ids = star_ids_all[s_ids]
+        visit_ids_u = visit_ids[v_used]
+        det_ids_u = det_ids[d_used]
+        # reference weights per (kept) star
+        ref_w = np.zeros(len(s_ids))
+        ref_m = np.zeros(len(s_ids))
+        if ref_flux_by_star is not None:
+            rs, rf, re = ref_flux_by_star
+            pos = np.searchsorted(star_ids, rs)
+            pos = np.clip(pos, 0, len(star_ids) - 1)
+            hit = star_ids[pos] == rs
+            if self.model != "reference-free" and not hit.any():
+                raise InputError("no reference star matches a fitted star (reference column 'star' vs observations column 'star')")
+            ref_m[pos[hit]] = -2.5 * np.log10(rf[hit])
+            ref_w[pos[hit]] = 1.0 / (_MAG_ERR * re[hit] / rf[hit]) ** 2
+        star_colour = None
+        if colour_col is not None:
+            cc = colour_col[row][idx]
+            sums = np.bincount(s_idx, weights=cc, minlength=len(s_ids))
+            star_colour = sums / np.diff(ptr)
+        # -- chunks: whole visits, about chunk_size observations each
+        vorder = np.argsort(v_idx, kind="stable")
+        vb = np.searchsorted(v_idx[vorder], np.arange(len(v_used) + 1))
+        chunks = []
+        cur: list[np.ndarray] = []
+        cur_n = 0
+        for vi in range(len(v_used)):
+            part = vorder[vb[vi]:vb[vi + 1]]
+            cur.append(part)
+            cur_n += len(part)
+            if cur_n >= self.chunk_size:
+                chunks.append(np.sort(np.concatenate(cur)))
+                cur, cur_n = [], 0
+        if cur:
+            chunks.append(np.sort(np.concatenate(cur)))
+        f32 = np.float32
+        return _Problem(
+            model=self.model, kind=self.kind, blocks=blocks, n_p=n_p, ptr=ptr,
+            star=s_idx.astype(np.int32), visit=v_idx.astype(np.int32), detector=d_idx.astype(np.int32),
+            epdet=ed_idx.astype(np.int32),
+            pu=pu[idx].astype(f32), pv=pv[idx].astype(f32), tu=tu[idx].astype(f32), tv=tv[idx].astype(f32),
+            m=m_eff[idx], sigma2=sigma2[idx].astype(f32),
+            colour=None if star_colour is None or not use_colour else star_colour[s_idx],
+            starts=starts, nbs=nbs, x=x[idx].astype(f32), y=y[idx].astype(f32), input_row=row[idx],
+            visit_ids=visit_ids_u, detector_ids=det_ids_u, star_ids=star_ids, epoch_ids=epoch_ids[e_used],
+            epdet_pairs=epdet_pairs, visit_epoch=np.searchsorted(e_used, ve[v_used]),
+            visit_center=np.stack([v_ra[v_used], v_dec[v_used]], axis=1), visit_radius=radius[v_used],
+            boxes={_key(d): boxes[_key(d)] for d in det_ids_u},
+            wcs=_subset_wcs(wcs, visit_ids_u, det_ids_u),
+            ref_w=ref_w, ref_m=ref_m, star_colour=star_colour, chunks=chunks, excluded=excluded,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    def _constraints(self, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
+        rows, targets = [], []
+        bl = {b.name: b for b in prob.blocks}
+        if prob.model == "monolithic":
+            b = bl["detector"]
+            r = np.zeros(prob.n_p)
+            means = cheb_means(b.order)
+            for g in range(b.n_groups):
+                r[b.offset + g * b.n_basis: b.offset + (g + 1) * b.n_basis] = means / b.n_groups
+            rows.append(r)
+            targets.append(1.0)
+            return np.array(rows), np.array(targets)
+        sf = bl["starflat"]
+        means = cheb_means(sf.order)
+        n_ep = int(prob.epdet_pairs[:, 0].max()) + 1
+        for e in range(n_ep):
+            gs = np.nonzero(prob.epdet_pairs[:, 0] == e)[0]
+            r = np.zeros(prob.n_p)
+            for g in gs:
+                r[sf.offset + g * sf.n_basis: sf.offset + (g + 1) * sf.n_basis] = means / len(gs)
+            rows.append(r)
+            targets.append(1.0)
+        gr = bl["grey"]
+        if prob.model == "reference-free":
+            r = np.zeros(prob.n_p)
+            r[gr.offset + np.arange(gr.n_groups) * gr.n_basis] = 1.0 / gr.n_groups
+            rows.append(r)
+            targets.append(1.0)
+        if gr.order >= 1:
+            for e in range(n_ep):
+                vs = np.nonzero(prob.visit_epoch == e)[0]
+                for term in (1, 2):
+                    r = np.zeros(prob.n_p)
+                    r[gr.offset + vs * gr.n_basis + term] = 1.0
+                    rows.append(r)
+                    targets.append(0.0)
+        if "chromatic" in bl:
+            b = bl["chromatic"]
+            r = np.zeros(prob.n_p)
+            cm = cheb_means(b.order)
+            for g in range(b.n_groups):
+                r[b.offset + g * b.n_basis: b.offset + (g + 1) * b.n_basis] = cm / b.n_groups
+            rows.append(r)
+            targets.append(0.0)
+        return np.array(rows), np.array(targets)
+
+    def _describe_param(self, prob: _Problem, j: int) -> str:
+        for b in prob.blocks:
+            if b.offset <= j < b.offset + b.n_params:
+                g = (j - b.offset) // b.n_basis
+                if b.group == "visit":
+                    return f"{b.name} term of visit {_key(prob.visit_ids[g])}"
+                if b.group == "detector":
+                    return f"{b.name} term of detector {_key(prob.detector_ids[g])}"
+                e, d = prob.epdet_pairs[g]
+                return f"{b.name} term of detector {_key(prob.detector_ids[d])} (epoch {_key(prob.epoch_ids[e])})"
+        return f"parameter {j}"
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self, observations, wcs_by_detector: dict, reference=None, *, bboxes: dict | None = None,
+            client=None) -> JointSolution:
+        """Fit the model to the observations.
+
+        Parameters
+        ----------
+        observations : astropy.table.Table or pandas.DataFrame
+            Columns ``visit, detector, star, x, y, instflux, instflux_err``; optional ``epoch``
+            (constant per visit; one star flat per detector per epoch) and ``colour``.
+        wcs_by_detector : dict
+            ``{(visit, detector): SkyWcs}`` (anything with ``pixel_to_sky`` and
+            ``pixel_area``) for every pair present in the observations.
+        reference : astropy.table.Table or pandas.DataFrame, optional
+            Columns ``star, flux, flux_err`` in nJy. Required for ``separated`` and
+            ``monolithic``; for ``reference-free`` it only fixes the absolute level.
+        bboxes : dict, optional
+            ``{detector: Box}``. By default the smallest box from (0, 0) containing the
+            detector's observations.
+        client : dask.distributed.Client, optional
+            Run the per-visit map on this cluster.
+
+        Returns
+        -------
+        JointSolution
+
+        Raises
+        ------
+        InputError
+            Missing columns or WCSs, an unknown model, no reference where one is needed,
+            visits not connected by common stars, or an unconstrained parameter.
+        """
+        prob = self._prepare(observations, wcs_by_detector, reference, bboxes)
+        return _solve(self, prob, client)
+
+
+# ----------------------------------------------------------------------------------------------
+# map step (module level so Dask workers can import it)
+# ----------------------------------------------------------------------------------------------
+def _chunk_data(prob: _Problem, sel: np.ndarray) -> dict:
+    return {
+        "sel": sel,
+        "epoch_detector": prob.epdet[sel], "detector": prob.detector[sel], "visit": prob.visit[sel],
+        "pu": prob.pu[sel], "pv": prob.pv[sel], "tu": prob.tu[sel], "tv": prob.tv[sel],
+        "m": prob.m[sel], "colour": None if prob.colour is None else prob.colour[sel],
+        "starts": prob.starts[sel],
+    }
+
+
+def linearize_chunk(chunk: dict, p: np.ndarray, star_mag: np.ndarray, w: np.ndarray, blocks: list,
+                    nbs: np.ndarray, n_p: int) -> dict:
+    """The map: residuals, derivative rows and the visit-local normal equations of one chunk.
+
+    Parameters
+    ----------
+    chunk : dict
+        Static per-observation data of a set of whole visits (from ``_chunk_data``).
+    p : ndarray
+        Current parameter vector.
+    star_mag, w : ndarray
+        Current magnitude of each observation's star, and the observation weights (0 =
+        rejected), in chunk order.
+
+    Returns
+    -------
+    dict
+        ``sel, D, r, N`` (upper triangle of ``Σ w D Dᵀ``), ``b`` (``Σ w D r``), ``chi2``,
+        ``n_bad`` (observations where a factor is not positive).
+    """
+    groups = {"epoch_detector": chunk["epoch_detector"], "detector": chunk["detector"], "visit": chunk["visit"]}
+    coords = {"pixel": (chunk["pu"], chunk["pv"]), "tangent": (chunk["tu"], chunk["tv"])}
+    log_model, D, _starts, ok = evaluate_blocks(blocks, p, groups, coords, chunk["colour"])
+    r = chunk["m"] - log_model - star_mag
+    N, b = K.accumulate_normal(chunk["starts"], nbs, D, w, r, n_p)
+    return {"sel": chunk["sel"], "D": D, "r": r, "N": N, "b": b,
+            "chi2": float(np.sum(w * r * r)), "n_bad": int(np.count_nonzero(~ok & (w > 0)))}
+
+
+class _Mapper:
+    """Runs the map over chunks in process, or on a Dask client, and reduces the results."""
+
+    def __init__(self, prob: _Problem, client=None) -> None:
+        self.prob = prob
+        self.client = client
+        self.chunks = [_chunk_data(prob, sel) for sel in prob.chunks]
+        if client is not None:
+            self.futures = client.scatter(self.chunks, broadcast=False)
+        n = len(prob.m)
+        k = int(prob.nbs.sum())
+        self.D = np.empty((n, k))
+        self.r = np.empty(n)
+
+    def __call__(self, p, star_mag_obs, w):
+        prob = self.prob
+        N = np.zeros((prob.n_p, prob.n_p))
+        b = np.zeros(prob.n_p)
+        chi2 = 0.0
+        n_bad = 0
+        if self.client is None:
+            results = (linearize_chunk(c, p, star_mag_obs[c["sel"]], w[c["sel"]], prob.blocks, prob.nbs, prob.n_p)
+                       for c in self.chunks)
+        else:
+            futs = [self.client.submit(linearize_chunk, f, p, star_mag_obs[c["sel"]], w[c["sel"]],
+                                       prob.blocks, prob.nbs, prob.n_p, pure=False)
+                    for f, c in zip(self.futures, self.chunks, strict=True)]
+            results = (f.result() for f in futs)
+        for res in results:
+            sel = res["sel"]
+            self.D[sel] = res["D"]
+            self.r[sel] = res["r"]
+            N += res["N"]
+            b += res["b"]
+            chi2 += res["chi2"]
+            n_bad += res["n_bad"]
+        return N, b, chi2, n_bad
+
+
+# ----------------------------------------------------------------------------------------------
+# the solver
+# ----------------------------------------------------------------------------------------------
+def _symmetrize(U: np.ndarray) -> np.ndarray:
+    return U + U.T - np.diag(np.diag(U))
+
+
+def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
+    import scipy.linalg as sla
+
+    n_s = len(prob.ptr) - 1
+    w0 = 1.0 / prob.sigma2.astype(np.float64)
+    w = w0.copy()
+    C, t = cfg._constraints(prob)
+    p = np.concatenate([b.initial() for b in prob.blocks])
+    mapper = _Mapper(prob, client)
+    star = prob.star
+    # starting magnitudes: per-star median of m (robust to outliers)
+    order = np.lexsort((prob.m, star))
+    cnt = np.diff(prob.ptr)
+    M = prob.m[order][prob.ptr[:-1] + cnt // 2]
+    vis_block = next(b for b in prob.blocks if b.group == "visit")
+    has_ref = prob.ref_w > 0
+    if prob.model != "reference-free":
+        # start the level at the reference: 2.5 log10 Π f = m_eff − M
+        M = np.where(has_ref, prob.ref_m, M)
+        zp = float(np.median((prob.m - M[star])[has_ref[star]]))
+        M = np.where(has_ref, prob.ref_m, prob.m[order][prob.ptr[:-1] + cnt // 2] - zp)
+        p[vis_block.offset + np.arange(vis_block.n_groups) * vis_block.n_basis] = 10 ** (0.4 * zp)
+    ref_w = prob.ref_w if prob.model != "reference-free" else np.zeros(n_s)
+
+    lam = None
+    history = []
+    rounds = 0
+    n_iter = 0
+    converged = False
+    prev = None  # (chi2, p, M, dp, dM, step)
+    step = 1.0
+    S = rhs = None
+    while True:
+        Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], w)
+        ref_b = ref_w * (prob.ref_m - M)
+        chi2 = chi2_obs + float(np.sum(ref_w * (M - prob.ref_m) ** 2))
+        if prev is not None and (n_bad > 0 or chi2 > prev[0] * (1 + 1e-10) + 1e-12) and step > 1e-3:
+            step *= 0.5
+            p = prev[1] + step * prev[3]
+            M = prev[2] + step * prev[4]
+            continue
+        Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, w, mapper.r, ref_w, ref_b,
+                                         prob.n_p, K.num_threads())
+        S = _symmetrize(Npp + Ns)
+        rhs = bpp + bs
+        diag = np.diag(S).copy()
+        if lam is None:
+            lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
+        Sp = S + lam * (C.T @ C)
+        dz = np.diag(Sp) <= 1e-14 * lam
+        if dz.any():
+            raise InputError(f"the fit cannot constrain the {cfg._describe_param(prob, int(np.nonzero(dz)[0][0]))}: "
+                             "no used observation touches it; drop that visit/detector or add stars")
+        Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
+        rhs_p = rhs + lam * (C.T @ (t - C @ p))
+        try:
+            cho = sla.cho_factor(Sp, lower=False, check_finite=True)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise PhotocalibError(
+                "the joint fit's normal matrix is singular beyond the documented degeneracies; "
+                "check that visits overlap and detectors have stars across them") from exc
+        X = sla.cho_solve(cho, C.T)
+        yv = sla.cho_solve(cho, rhs_p)
+        nu = np.linalg.solve(C @ X, C @ yv - (t - C @ p))
+        dp = yv - X @ nu
+        dmod = K.rows_dot(prob.starts, prob.nbs, mapper.D, dp)
+        udp = np.bincount(star, weights=w * dmod, minlength=n_s)
+        dM = np.where(W > 0, (B - udp) / np.where(W > 0, W, 1.0), 0.0)
+        history.append(chi2)
+        n_iter += 1
+        small = max(float(np.max(np.abs(dM))), float(np.max(np.abs(dmod)))) < cfg.tol
+        if small or n_iter >= cfg.max_iter:
+            if small and cfg.n_sigma is not None and rounds < cfg.max_rejection_rounds:
+                n_rej = _reject(prob, mapper.r, w, w0, W, cfg.n_sigma)
+                if n_rej:
+                    rounds += 1
+                    prev = None
+                    step = 1.0
+                    p = p + dp
+                    M = M + dM
+                    if n_iter < cfg.max_iter:
+                        continue
+            converged = small
+            break
+        prev = (chi2, p, M, dp, dM)
+        step = 1.0
+        p = p + dp
+        M = M + dM
+    # -- final state: p, M, with S, mapper.D/r at p (the last step was below tol)
+    cov = None
+    perr = np.zeros(prob.n_p)
+    var_cal = np.zeros(n_s)
+    if cfg.compute_errors:
+        Sp = S + lam * (C.T @ C)
+        Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
+        cho = sla.cho_factor(Sp, lower=False)
+        inv = sla.cho_solve(cho, np.eye(prob.n_p))
+        X = inv @ C.T
+        cov = inv - X @ np.linalg.solve(C @ X, X.T)
+        perr = np.sqrt(np.clip(np.diag(cov), 0, None))
+        var_cal = K.star_quadratic(prob.ptr, prob.starts, prob.nbs, mapper.D, w, cov)
+    Wsafe = np.where(W > 0, W, np.inf)
+    mag_err = np.sqrt(1.0 / Wsafe + var_cal / np.where(W > 0, W, 1.0) ** 2)
+    used = w > 0
+    n_used_star = np.bincount(star, weights=used, minlength=n_s).astype(np.int64)
+    zp_offset = 0.0
+    zp_offset_err = 0.0
+    if prob.model == "reference-free" and np.any(has_ref & (W > 0)):
+        sel = has_ref & (W > 0)
+        wr = 1.0 / (1.0 / prob.ref_w[sel] + mag_err[sel] ** 2)
+        zp_offset = float(np.sum(wr * (M[sel] - prob.ref_m[sel])) / np.sum(wr))
+        zp_offset_err = float(1.0 / math.sqrt(np.sum(wr)))
+        M = M - zp_offset
+        # calibrations scale by 10^(0.4 δ): every grey coefficient
+        gb = next(b for b in prob.blocks if b.name == "grey")
+        p[gb.offset: gb.offset + gb.n_params] *= 10 ** (0.4 * zp_offset)
+        perr[gb.offset: gb.offset + gb.n_params] *= 10 ** (0.4 * zp_offset)
+    dof = int(np.count_nonzero(used) + np.count_nonzero(ref_w > 0) - np.count_nonzero(W > 0) - (prob.n_p - len(t)))
+    lev = np.where(used, 1.0 / w0 - 1.0 / np.where(W[star] > 0, W[star], np.inf), 1.0 / w0)
+    z = mapper.r / np.sqrt(np.clip(lev, 1e-30, None))
+    z = np.where(lev > 1e-12 / w0, z, 0.0)
+    return JointSolution._from_fit(cfg, prob, p, perr, M, mag_err, n_used_star, mapper.r, z, used, chi2, dof,
+                                   n_iter, converged, rounds, zp_offset, zp_offset_err, history)
+
+
+def _reject(prob: _Problem, r: np.ndarray, w: np.ndarray, w0: np.ndarray, W: np.ndarray, n_sigma: float) -> int:
+    """Worst-per-star rejection; returns the number rejected (weights set to 0 in place)."""
+    star = prob.star
+    used = w > 0
+    lev = 1.0 / w0 - 1.0 / np.where(W[star] > 0, W[star], np.inf)
+    z = np.abs(r) / np.sqrt(np.clip(lev, 1e-30, None))
+    cand = np.nonzero(used & (lev > 1e-9 / w0) & (z > n_sigma))[0]
+    if cand.size == 0:
+        return 0
+    o = np.lexsort((-z[cand], star[cand]))
+    cs = cand[o]
+    first = np.unique(star[cs], return_index=True)[1]
+    worst = cs[first]
+    w[worst] = 0.0
+    return int(worst.size)
+
+
+# ----------------------------------------------------------------------------------------------
+# the solution
+# ----------------------------------------------------------------------------------------------
+class _TangentPolynomial(BoundedField):
+    """A visit polynomial in tangent-plane coordinates, seen on one detector's pixels (transient).
+
+    Only used as the input of :meth:`ChebyshevField.approximate`; never persisted.
+    """
+
+    def __init__(self, coef, order, wcs, ra0, dec0, radius, box):
+        self._coef = np.asarray(coef, dtype=np.float64)
+        self._order = order
+        self._wcs = wcs
+        self._centre = (ra0, dec0)
+        self._radius = radius
+        self._box = box
+
+    @property
+    def bbox(self):
+        return self._box
+
+    def _evaluate(self, x, y):
+        from ..astrometry import sky_to_tangent
+
+        ra, dec = self._wcs.pixel_to_sky(x.ravel(), y.ravel())
+        xi, eta = sky_to_tangent(ra, dec, *self._centre)
+        basis = cheb_basis(np.asarray(xi) / self._radius, np.asarray(eta) / self._radius, self._order)
+        return (basis @ self._coef).reshape(x.shape)
+
+
+class JointSolution:
+    """The result of a joint calibration: per-(visit, detector) PhotoCalibs, star fluxes, diagnostics.
+
+    Attributes
+    ----------
+    model : str
+    kind : ImageKind
+        The kind of the PhotoCalibs (what the input fluxes were measured on).
+    star_flux : astropy.table.Table
+        ``star, flux, flux_err`` (nJy), ``mag, mag_err`` (AB), ``n_obs, n_used``.
+    residuals : astropy.table.Table
+        Per used-or-rejected observation: ``visit, detector, star, x, y, input_row,
+        residual`` (mag, observed − model), ``z`` (leverage-corrected normalised), ``used``.
+    chi2, dof : float, int
+    chi2_visit, chi2_detector : astropy.table.Table
+        ``chi2`` and ``n_used`` per visit / detector.
+    n_iter, converged, n_rejection_rounds : int, bool, int
+    zero_point_offset, zero_point_offset_err : float
+        Reference-free with standards: the magnitude shift applied to match them.
+    excluded : astropy.table.Table
+        ``what, id, reason``: rows, stars, visits, detectors left out of the fit and why.
+    visits, detectors : list
+    """
+
+    def __init__(self, *, model, kind, config, blocks, params, param_err, visit_ids, detector_ids, epoch_ids,
+                 epdet_pairs, visit_epoch, visit_center, visit_radius, boxes, wcs, star_flux, residuals,
+                 chi2, dof, chi2_visit, chi2_detector, n_iter, converged, n_rejection_rounds,
+                 zero_point_offset, zero_point_offset_err, excluded, chi2_history=()):
+        self.model = model
+        self.kind = kind
+        self.config = dict(config)
+        self._blocks = list(blocks)
+        self._p = np.asarray(params, dtype=np.float64)
+        self._perr = np.asarray(param_err, dtype=np.float64)
+        self._p.setflags(write=False)
+        self._perr.setflags(write=False)
+        self._visit_ids = [_key(v) for v in visit_ids]
+        self._detector_ids = [_key(d) for d in detector_ids]
+        self._epoch_ids = [_key(e) for e in epoch_ids]
+        self._vindex = {v: i for i, v in enumerate(self._visit_ids)}
+        self._dindex = {d: i for i, d in enumerate(self._detector_ids)}
+        self._eindex = {e: i for i, e in enumerate(self._epoch_ids)}
+        self._epdet = {(int(e), int(d)): g for g, (e, d) in enumerate(np.asarray(epdet_pairs))}
+        self._visit_epoch = np.asarray(visit_epoch, dtype=np.int64)
+        self._visit_center = np.asarray(visit_center, dtype=np.float64)
+        self._visit_radius = np.asarray(visit_radius, dtype=np.float64)
+        self._boxes = dict(boxes)
+        self._wcs = dict(wcs)
+        self.star_flux = star_flux
+        self.residuals = residuals
+        self.chi2 = float(chi2)
+        self.dof = int(dof)
+        self.chi2_visit = chi2_visit
+        self.chi2_detector = chi2_detector
+        self.n_iter = int(n_iter)
+        self.converged = bool(converged)
+        self.n_rejection_rounds = int(n_rejection_rounds)
+        self.zero_point_offset = float(zero_point_offset)
+        self.zero_point_offset_err = float(zero_point_offset_err)
+        self.excluded = excluded
+        self.chi2_history = tuple(float(c) for c in chi2_history)
+        self._cache: dict = {}
+
+    # -- construction from a fit ---------------------------------------------------------------
+    @classmethod
+    def _from_fit(cls, cfg, prob, p, perr, M, mag_err, n_used_star, r, z, used, chi2, dof, n_iter, converged,
+                  rounds, zp_offset, zp_offset_err, history):
+        flux = 10 ** (-0.4 * M)
+        n_obs_star = np.diff(prob.ptr)
+        star_flux = Table({
+            "star": prob.star_ids, "flux": flux, "flux_err": flux * mag_err / _MAG_ERR,
+            "mag": M + 31.4, "mag_err": mag_err, "n_obs": n_obs_star, "n_used": n_used_star,
+        })
+        star_flux["flux"].unit = "nJy"
+        star_flux["flux_err"].unit = "nJy"
+        fitted = n_used_star > 0
+        excluded_rows = list(prob.excluded)
+        if np.any(~fitted):
+            excluded_rows.append(("stars", str(int(np.count_nonzero(~fitted))), "every observation rejected as an outlier"))
+            star_flux = star_flux[fitted]
+        residuals = Table({
+            "visit": prob.visit_ids[prob.visit], "detector": prob.detector_ids[prob.detector],
+            "star": prob.star_ids[prob.star], "x": prob.x, "y": prob.y, "input_row": prob.input_row,
+            "residual": r.astype(np.float32), "z": z.astype(np.float32), "used": used,
+        })
+        w0 = 1.0 / prob.sigma2.astype(np.float64)
+        c2 = np.where(used, w0 * r * r, 0.0)
+        chi2_visit = Table({"visit": prob.visit_ids,
+                            "chi2": np.bincount(prob.visit, weights=c2, minlength=len(prob.visit_ids)),
+                            "n_used": np.bincount(prob.visit, weights=used, minlength=len(prob.visit_ids)).astype(np.int64)})
+        chi2_detector = Table({"detector": prob.detector_ids,
+                               "chi2": np.bincount(prob.detector, weights=c2, minlength=len(prob.detector_ids)),
+                               "n_used": np.bincount(prob.detector, weights=used, minlength=len(prob.detector_ids)).astype(np.int64)})
+        excluded = Table(rows=excluded_rows, names=("what", "id", "reason"), dtype=(str, str, str)) if excluded_rows \
+            else Table(names=("what", "id", "reason"), dtype=(str, str, str))
+        config = {
+            "model": cfg.model, "kind": cfg.kind.value, "star_flat_order": cfg.star_flat_order,
+            "visit_order": cfg.visit_order, "detector_order": cfg.detector_order,
+            "grey_gradient": cfg.grey_gradient, "chromatic_order": -1 if cfg.chromatic_order is None else cfg.chromatic_order,
+            "n_sigma": np.inf if cfg.n_sigma is None else cfg.n_sigma, "error_floor": cfg.error_floor,
+            "approx_order": (cfg.visit_order + 4) if cfg.approx_order is None else int(cfg.approx_order),
+        }
+        return cls(model=cfg.model, kind=cfg.kind, config=config, blocks=prob.blocks, params=p, param_err=perr,
+                   visit_ids=prob.visit_ids, detector_ids=prob.detector_ids, epoch_ids=prob.epoch_ids,
+                   epdet_pairs=prob.epdet_pairs, visit_epoch=prob.visit_epoch, visit_center=prob.visit_center,
+                   visit_radius=prob.visit_radius, boxes=prob.boxes, wcs=prob.wcs, star_flux=star_flux,
+                   residuals=residuals, chi2=chi2, dof=dof, chi2_visit=chi2_visit, chi2_detector=chi2_detector,
+                   n_iter=n_iter, converged=converged, n_rejection_rounds=rounds, zero_point_offset=zp_offset,
+                   zero_point_offset_err=zp_offset_err, excluded=excluded, chi2_history=history)
+
+    # -- lookups -------------------------------------------------------------------------------
+    @property
+    def visits(self) -> list:
+        """Visit identifiers in the fit."""
+        return list(self._visit_ids)
+
+    @property
+    def detectors(self) -> list:
+        """Detector identifiers in the fit."""
+        return list(self._detector_ids)
+
+    @property
+    def parameters(self) -> np.ndarray:
+        """The fitted coefficient vector (read-only)."""
+        return self._p
+
+    @property
+    def parameter_errors(self) -> np.ndarray:
+        """1σ errors of :attr:`parameters` (0 when ``compute_errors=False``)."""
+        return self._perr
+
+    def _block(self, name: str) -> Block | None:
+        return next((b for b in self._blocks if b.name == name), None)
+
+    def _visit(self, visit) -> int:
+        v = _key(visit)
+        if v not in self._vindex:
+            why = self._why_excluded("visit", f"visit {v}")
+            raise InputError(f"visit {v!r} is not in the joint solution{why}")
+        return self._vindex[v]
+
+    def _detector(self, detector) -> int:
+        d = _key(detector)
+        if d not in self._dindex:
+            why = self._why_excluded("detector", f"detector {d}")
+            raise InputError(f"detector {d!r} is not in the joint solution{why}")
+        return self._dindex[d]
+
+    def _why_excluded(self, what, label) -> str:
+        for row in self.excluded:
+            if row["what"] == what and str(row["id"]).startswith(label):
+                return f" (excluded: {row['reason']})"
+        return ""
+
+    def _epoch_of(self, epoch, vi: int | None = None) -> int:
+        if epoch is None:
+            if vi is not None:
+                return int(self._visit_epoch[vi])
+            if len(self._epoch_ids) != 1:
+                raise InputError(f"the solution has epochs {self._epoch_ids}; pass epoch=")
+            return 0
+        e = _key(epoch)
+        if e not in self._eindex:
+            raise InputError(f"epoch {e!r} is not in the joint solution (epochs: {self._epoch_ids})")
+        return self._eindex[e]
+
+    # -- fields --------------------------------------------------------------------------------
+    def star_flat(self, detector, epoch=None) -> ChebyshevField:
+        """The star flat ``S_{e,d}`` (separated, reference-free), or ``P_d`` (monolithic).
+
+        Parameters
+        ----------
+        detector : detector identifier
+        epoch : epoch identifier, optional (needed when the fit has several epochs)
+
+        Returns
+        -------
+        ChebyshevField
+            Dimensionless; mean over the focal plane 1 (see the degeneracy constraints).
+        """
+        di = self._detector(detector)
+        box = self._boxes[self._detector_ids[di]]
+        if self.model == "monolithic":
+            b = self._block("detector")
+            return ChebyshevField(coefficients_to_matrix(b.coefficients(self._p, di), b.order), box)
+        e = self._epoch_of(epoch)
+        g = self._epdet.get((e, di))
+        if g is None:
+            raise InputError(f"detector {self._detector_ids[di]!r} has no star flat in epoch {self._epoch_ids[e]!r}")
+        b = self._block("starflat")
+        return ChebyshevField(coefficients_to_matrix(b.coefficients(self._p, g), b.order), box)
+
+    def grey(self, visit) -> float:
+        """The visit's grey factor (its constant term; monolithic: the visit polynomial's)."""
+        vi = self._visit(visit)
+        b = self._block("grey") or self._block("visit")
+        return float(b.coefficients(self._p, vi)[0])
+
+    def grey_error(self, visit) -> float:
+        """1σ error of :meth:`grey`."""
+        vi = self._visit(visit)
+        b = self._block("grey") or self._block("visit")
+        return float(b.coefficients(self._perr, vi)[0])
+
+    def chromatic_field(self, detector) -> ChebyshevField:
+        """``K_d``: the calibration of a star of colour ``c`` is multiplied by ``1 + c K_d``."""
+        b = self._block("chromatic")
+        if b is None:
+            raise InputError("this solution has no chromatic term (fit with chromatic_order=...)")
+        di = self._detector(detector)
+        return ChebyshevField(coefficients_to_matrix(b.coefficients(self._p, di), b.order),
+                              self._boxes[self._detector_ids[di]])
+
+    def grey_field(self, visit, detector) -> BoundedField:
+        """The visit-level factor (grey, or monolithic visit polynomial) on a detector's pixels."""
+        vi = self._visit(visit)
+        di = self._detector(detector)
+        key = (self._visit_ids[vi], self._detector_ids[di])
+        box = self._boxes[key[1]]
+        b = self._block("grey") or self._block("visit")
+        coef = b.coefficients(self._p, vi)
+        if b.order == 0:
+            return ConstantField(float(coef[0]), box)
+        if key not in self._wcs:
+            raise InputError(f"no WCS for (visit, detector) {key}: the detector was not observed in that visit")
+        ckey = ("grey", key)
+        if ckey not in self._cache:
+            raw = _TangentPolynomial(coef, b.order, self._wcs[key], *self._visit_center[vi], self._visit_radius[vi], box)
+            self._cache[ckey] = ChebyshevField.approximate(raw, order=int(self.config["approx_order"]), bbox=box)
+        return self._cache[ckey]
+
+    def fluence_calibration(self, visit, detector) -> BoundedField:
+        """The fluence-to-fluence factor: star flat × grey (separated, reference-free)."""
+        return ProductField(self.star_flat(detector, self._epoch_ids[self._visit_epoch[self._visit(visit)]])
+                            if self.model != "monolithic" else self.star_flat(detector),
+                            self.grey_field(visit, detector))
+
+    def photo_calib(self, visit, detector):
+        """The PhotoCalib of one (visit, detector), of the solution's kind.
+
+        Its field is a ``ProductField`` of the pixel area (``PixelAreaField`` from the visit's
+        WCS; separated and reference-free on surface-brightness input), the star flat and the
+        grey term, so ``fluence_to_fluence(wcs)`` is exact. The chromatic term is for colour 0.
+
+        Raises
+        ------
+        InputError
+            Unknown or excluded visit/detector, or a detector not observed in that visit.
+        """
+        from ..calib import PhotoCalib
+
+        vi = self._visit(visit)
+        di = self._detector(detector)
+        key = (self._visit_ids[vi], self._detector_ids[di])
+        if key not in self._wcs:
+            raise InputError(f"no WCS for (visit, detector) {key}: the detector was not observed in that visit")
+        box = self._boxes[key[1]]
+        factors: list[BoundedField] = []
+        if self.model != "monolithic" and self.kind is ImageKind.SURFACE_BRIGHTNESS:
+            factors.append(self._wcs[key].pixel_area_field(box))
+        if self.model == "monolithic":
+            factors.append(self.star_flat(key[1]))
+        else:
+            factors.append(self.star_flat(key[1], self._epoch_ids[self._visit_epoch[vi]]))
+        factors.append(self.grey_field(key[0], key[1]))
+        err = self.grey_error(key[0]) / max(self.grey(key[0]), 1e-300)
+        return PhotoCalib(ProductField(*factors), kind=self.kind, error=err)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def write(self, path: str | os.PathLike, overwrite: bool = True) -> None:
+        """Write the solution as FITS binary tables (no pickle; written atomically)."""
+        from .._io import atomic_write_hdulist
+        from ._joint_model import block_to_table_row
+
+        hdr = fits.Header()
+        hdr["PCJOINT"] = (1, "photocalib joint solution format version")
+        hdr["MODEL"] = self.model
+        hdr["PCKIND"] = self.kind.value
+        for k, v in self.config.items():
+            if k in ("model", "kind"):
+                continue
+            hdr[f"HIERARCH CFG {k.upper()}"] = v
+        hdr["CHI2"] = self.chi2
+        hdr["DOF"] = self.dof
+        hdr["NITER"] = self.n_iter
+        hdr["CONVERGE"] = self.converged
+        hdr["NREJRND"] = self.n_rejection_rounds
+        hdr["ZPOFF"] = self.zero_point_offset
+        hdr["ZPOFFERR"] = self.zero_point_offset_err
+        hdus = [fits.PrimaryHDU(header=hdr)]
+
+        def add(table: Table, name: str):
+            h = fits.table_to_hdu(table)
+            h.name = name
+            hdus.append(h)
+
+        add(Table(rows=[block_to_table_row(b) for b in self._blocks]), "BLOCKS")
+        add(Table({"value": self._p, "error": self._perr}), "PARAMS")
+        add(Table({"visit": self._visit_ids, "epoch_index": self._visit_epoch,
+                   "ra0": self._visit_center[:, 0], "dec0": self._visit_center[:, 1],
+                   "radius": self._visit_radius}), "VISITS")
+        boxes = [self._boxes[d] for d in self._detector_ids]
+        add(Table({"detector": self._detector_ids, "x0": [b.x0 for b in boxes], "y0": [b.y0 for b in boxes],
+                   "width": [b.width for b in boxes], "height": [b.height for b in boxes]}), "DETECTORS")
+        add(Table({"epoch": self._epoch_ids}), "EPOCHS")
+        pairs = sorted(self._epdet.items(), key=lambda kv: kv[1])
+        add(Table({"epoch_index": np.array([k[0] for k, _ in pairs], dtype=np.int64),
+                   "detector_index": np.array([k[1] for k, _ in pairs], dtype=np.int64)}), "EPDET")
+        keys = sorted(self._wcs, key=lambda k: (self._vindex[k[0]], self._dindex[k[1]]))
+        headers = []
+        for k in keys:
+            try:
+                headers.append(self._wcs[k].to_header().tostring())
+            except AttributeError as exc:
+                raise InputError(f"the WCS of (visit, detector) {k} cannot be written (needs SkyWcs.to_header)") from exc
+        add(Table({"visit": [k[0] for k in keys], "detector": [k[1] for k in keys], "header": headers}), "WCS")
+        add(self.star_flux, "STARS")
+        add(self.residuals, "RESIDUALS")
+        add(self.chi2_visit, "CHI2_VISIT")
+        add(self.chi2_detector, "CHI2_DETECTOR")
+        add(self.excluded if len(self.excluded) else Table({"what": np.array([], dtype="U16"), "id": np.array([], dtype="U16"),
+                                                            "reason": np.array([], dtype="U16")}), "EXCLUDED")
+        add(Table({"chi2": np.asarray(self.chi2_history, dtype=np.float64)}), "HISTORY")
+        atomic_write_hdulist(fits.HDUList(hdus), path, overwrite)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> JointSolution:
+        """Read a solution written by :meth:`write`."""
+        from .._io import open_fits
+        from ..astrometry import SkyWcs
+
+        with open_fits(path) as hdul:
+            try:
+                hdr = hdul[0].header
+                if "PCJOINT" not in hdr:
+                    raise InputError(f"{path}: not a photocalib joint solution (no PCJOINT keyword)")
+                tabs = {n: Table.read(hdul[n]) for n in ("BLOCKS", "PARAMS", "VISITS", "DETECTORS", "EPOCHS", "EPDET",
+                                                         "WCS", "STARS", "RESIDUALS", "CHI2_VISIT", "CHI2_DETECTOR",
+                                                         "EXCLUDED", "HISTORY")}
+            except KeyError as exc:
+                raise InputError(f"{path}: joint solution lacks HDU {exc}") from exc
+            config = {"model": hdr["MODEL"], "kind": hdr["PCKIND"]}
+            for k in hdr:
+                if k.startswith("CFG "):
+                    config[k[4:].lower()] = hdr[k]
+        blocks = [Block(str(r["name"]), str(r["coord"]), int(r["order"]), str(r["group"]), float(r["base"]),
+                        int(r["n_groups"]), int(r["offset"])) for r in tabs["BLOCKS"]]
+        v = tabs["VISITS"]
+        d = tabs["DETECTORS"]
+        boxes = {_key(r["detector"]): Box(int(r["x0"]), int(r["y0"]), int(r["width"]), int(r["height"])) for r in d}
+        wcs = {(_key(r["visit"]), _key(r["detector"])): SkyWcs.from_header(str(r["header"])) for r in tabs["WCS"]}
+        e = tabs["EPDET"]
+        for t in tabs.values():
+            t.meta.clear()
+        return cls(model=str(hdr["MODEL"]), kind=ImageKind.parse(hdr["PCKIND"]), config=config, blocks=blocks,
+                   params=np.asarray(tabs["PARAMS"]["value"]), param_err=np.asarray(tabs["PARAMS"]["error"]),
+                   visit_ids=np.asarray(v["visit"]), detector_ids=np.asarray(d["detector"]),
+                   epoch_ids=np.asarray(tabs["EPOCHS"]["epoch"]),
+                   epdet_pairs=np.stack([np.asarray(e["epoch_index"]), np.asarray(e["detector_index"])], axis=1),
+                   visit_epoch=np.asarray(v["epoch_index"]), visit_center=np.stack([np.asarray(v["ra0"]), np.asarray(v["dec0"])], axis=1),
+                   visit_radius=np.asarray(v["radius"]), boxes=boxes, wcs=wcs, star_flux=tabs["STARS"],
+                   residuals=tabs["RESIDUALS"], chi2=hdr["CHI2"], dof=hdr["DOF"], chi2_visit=tabs["CHI2_VISIT"],
+                   chi2_detector=tabs["CHI2_DETECTOR"], n_iter=hdr["NITER"], converged=hdr["CONVERGE"],
+                   n_rejection_rounds=hdr["NREJRND"], zero_point_offset=hdr["ZPOFF"],
+                   zero_point_offset_err=hdr["ZPOFFERR"], excluded=tabs["EXCLUDED"],
+                   chi2_history=tabs["HISTORY"]["chi2"])
+
+    def __repr__(self) -> str:
+        return (f"JointSolution(model={self.model!r}, kind={self.kind.value}, visits={len(self._visit_ids)}, "
+                f"detectors={len(self._detector_ids)}, stars={len(self.star_flux)}, chi2/dof={self.chi2:.1f}/{self.dof}, "
+                f"converged={self.converged})")
+
+
+def fit_joint(observations, wcs_by_detector: dict, model: str = "separated",
+              kind: ImageKind | str = ImageKind.SURFACE_BRIGHTNESS, reference=None, **config) -> JointSolution:
+    """Joint photometric calibration of many overlapping exposures (convenience function).
+
+    Equivalent to ``JointCalibrator(model, kind, **config).fit(observations, wcs_by_detector,
+    reference)``; ``bboxes=`` and ``client=`` are passed to :meth:`JointCalibrator.fit`.
+
+    Parameters
+    ----------
+    observations : astropy.table.Table or pandas.DataFrame
+        Columns ``visit, detector, star, x, y, instflux, instflux_err``.
+    wcs_by_detector : dict
+        ``{(visit, detector): SkyWcs}``.
+    model : {"separated", "monolithic", "reference-free"}
+    kind : ImageKind or str
+        What ``instflux`` was measured on.
+    reference : Table, optional
+        ``star, flux, flux_err`` (nJy); optional only for ``reference-free``.
+
+    Returns
+    -------
+    JointSolution
+    """
+    fit_kw = {k: config.pop(k) for k in ("bboxes", "client") if k in config}
+    return JointCalibrator(model, kind, **config).fit(observations, wcs_by_detector, reference, **fit_kw)
