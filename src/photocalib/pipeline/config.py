@@ -35,18 +35,30 @@ class _Section(BaseModel):
 
 
 class SimulateConfig(_Section):
-    """The simulated survey that ``photocalib demo`` (and ``simulate`` without options) makes."""
+    """The simulated survey that ``photocalib demo`` makes (see :func:`photocalib.sim.simulate`)."""
 
     preset: Literal["hsc-like", "megacam-like", "decam-like"] = "hsc-like"
-    visits: int = Field(6, ge=1, description="number of visits")
+    visits: int = Field(10, ge=1, le=1000, description="number of visits")
     detector_size: int = Field(
-        256, ge=32, description="pixels along each side of a detector (small for the demo)"
+        512, ge=32, le=8192, description="pixels along each side of a detector (small for the demo)"
     )
-    n_detectors: int | None = Field(
-        None, ge=1, description="detectors in the focal plane (None: the preset's demo default)"
+    n_detectors: int = Field(16, ge=1, le=500, description="detectors in the focal plane")
+    band: Literal["u", "g", "r", "i", "z", "y"] = "r"
+    star_density: float | None = Field(
+        None, gt=0, description="stars per square degree (None: the simulator's default)"
     )
-    n_stars: int | None = Field(None, ge=1, description="stars in the field (None: preset default)")
     seed: int = Field(1, description="random seed; the same seed gives the same survey")
+
+    def simulate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`photocalib.sim.simulate`."""
+        kwargs: dict[str, Any] = {
+            "preset": self.preset, "n_visits": self.visits,
+            "detector_shape": (self.detector_size, self.detector_size),
+            "n_detectors": self.n_detectors, "seed": self.seed, "band": self.band,
+        }
+        if self.star_density is not None:
+            kwargs["star_density"] = self.star_density
+        return kwargs
 
 
 class IsrConfig(_Section):

@@ -33,8 +33,9 @@ __all__ = [
 class FocalPlanePanel:
     """One detector's values on a coarse grid of focal-plane positions.
 
-    ``xi``, ``eta`` (arcsec, tangent plane about the pointing) and ``value`` are 2-D arrays of
-    one shape: the corners of a detector's cells may be rotated or distorted.
+    ``xi``, ``eta`` (arcsec, focal-plane coordinates: the tangent plane about the pointing,
+    rotated to the detector axes) and ``value`` are 2-D arrays of one shape: the corners of a
+    detector's cells may be rotated or distorted.
     """
 
     xi: np.ndarray
@@ -81,9 +82,8 @@ def focal_plane_map(panels: Sequence[FocalPlanePanel], title: str, colorbar_labe
     if mesh is not None:
         fig.colorbar(mesh, ax=ax, label=colorbar_label)
     ax.set_aspect("equal")
-    ax.set_xlabel("ξ (arcmin, east)")
-    ax.set_ylabel("η (arcmin, north)")
-    ax.invert_xaxis()  # east to the left, as on the sky
+    ax.set_xlabel("focal-plane x (arcmin)")
+    ax.set_ylabel("focal-plane y (arcmin)")
     ax.set_title(title)
     return fig
 
@@ -129,9 +129,8 @@ def residual_maps(xi: Mapping[str, np.ndarray], eta: Mapping[str, np.ndarray],
         rms = float(np.sqrt(np.mean((finite - np.median(finite)) ** 2))) if finite.size else np.nan
         ax.set_title(f"{name}\nRMS {rms:.1f} mmag")
         ax.set_aspect("equal")
-        ax.set_xlabel("ξ (arcmin)")
-    axes[0][0].invert_xaxis()  # shared x: east to the left in every panel
-    axes[0][0].set_ylabel("η (arcmin)")
+        ax.set_xlabel("focal-plane x (arcmin)")
+    axes[0][0].set_ylabel("focal-plane y (arcmin)")
     if sc is not None:
         fig.colorbar(sc, ax=list(axes[0]), label="residual (mmag)")
     fig.suptitle(title)

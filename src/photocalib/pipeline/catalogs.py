@@ -1,0 +1,171 @@
+"""Catalog plumbing for the pipeline: reading reference catalogs, matching on the sky,
+associating detections across visits into stars, and Parquet I/O with atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._io import atomic_write
+from ..errors import InputError
+
+__all__ = [
+    "read_table",
+    "write_parquet",
+    "read_reference",
+    "tangent_xy",
+    "match_nearest",
+    "associate",
+]
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a DataFrame to Parquet atomically (no index; deterministic bytes for equal data)."""
+    with atomic_write(path) as tmp:
+        df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a Parquet file or a FITS/ECSV table into a DataFrame; failures become InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        from astropy.table import Table
+
+        table = Table.read(path)
+        return table.to_pandas()
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow/astropy raise many types for bad files
+        raise InputError(f"{path}: not a readable table ({type(exc).__name__}: {exc})") from exc
+
+
+_FLUX_NAMES = ("flux", "flux_njy", "flux_nJy", "refflux")
+
+
+def read_reference(path: str | os.PathLike, band: str | None = None) -> pd.DataFrame:
+    """A reference catalog as columns ``ref_id``, ``ra``, ``dec`` (deg), ``flux``, ``flux_err`` (nJy).
+
+    The flux column is ``flux`` or ``<band>_flux`` (also ``..._nJy`` spellings); ``flux_err``
+    defaults to zero when absent. An id column (``id``, ``star``, ``ref_id``) is kept, else the
+    row number is used. A ``colour`` column is kept when present.
+
+    Raises
+    ------
+    InputError
+        Missing coordinate or flux columns, or non-finite coordinates.
+    """
+    df = read_table(path)
+    cols = {c.lower(): c for c in df.columns}
+    for need in ("ra", "dec"):
+        if need not in cols:
+            raise InputError(f"{path}: reference catalog has no {need!r} column (columns: {list(df.columns)})")
+    candidates = list(_FLUX_NAMES)
+    if band:
+        candidates = [f"{band}_flux", f"flux_{band}", f"{band}_flux_njy", f"{band}_flux_nJy"] + candidates
+    flux_col = next((cols[c.lower()] for c in candidates if c.lower() in cols), None)
+    if flux_col is None:
+        fluxy = [c for c in df.columns if "flux" in c.lower() and "err" not in c.lower()]
+        if len(fluxy) == 1:
+            flux_col = fluxy[0]
+    if flux_col is None:
+        raise InputError(f"{path}: reference catalog has no flux column (looked for {candidates}); "
+                         "name the nJy flux column 'flux'")
+    err_names = (f"{flux_col.lower()}_err", f"{flux_col.lower()}err", "flux_err", "fluxerr")
+    err_col = next((cols[c] for c in err_names if c in cols), None)
+    id_col = next((cols[c] for c in ("ref_id", "id", "star", "star_id") if c in cols), None)
+    out = pd.DataFrame({
+        "ref_id": df[id_col].to_numpy(np.int64) if id_col else np.arange(len(df), dtype=np.int64),
+        "ra": df[cols["ra"]].to_numpy(np.float64),
+        "dec": df[cols["dec"]].to_numpy(np.float64),
+        "flux": df[flux_col].to_numpy(np.float64),
+        "flux_err": df[err_col].to_numpy(np.float64) if err_col else np.zeros(len(df)),
+    })
+    for name in ("colour", "color"):
+        if name in cols:
+            out["colour"] = df[cols[name]].to_numpy(np.float64)
+            break
+    if not (np.isfinite(out["ra"]).all() and np.isfinite(out["dec"]).all()):
+        raise InputError(f"{path}: reference catalog has non-finite ra/dec values")
+    return out
+
+
+def tangent_xy(ra, dec, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gnomonic (xi, eta) in arcsec about (ra0, dec0) (degrees in)."""
+    from ..astrometry import sky_to_tangent
+
+    return sky_to_tangent(np.asarray(ra, float), np.asarray(dec, float), ra0, dec0)
+
+
+def _unit(ra, dec) -> np.ndarray:
+    r, d = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)], axis=-1)
+
+
+def _chord(radius_arcsec: float) -> float:
+    return 2.0 * np.sin(np.radians(radius_arcsec / 3600.0) / 2.0)
+
+
+def match_nearest(ra, dec, ref_ra, ref_dec, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest reference object within ``radius_arcsec`` of each position.
+
+    Returns
+    -------
+    index : ndarray of int
+        Row of the reference for each position, -1 where none is within the radius.
+    separation : ndarray
+        Separation in arcsec (inf where unmatched).
+    """
+    from scipy.spatial import cKDTree
+
+    ra = np.atleast_1d(np.asarray(ra, float))
+    if ra.size == 0 or np.size(ref_ra) == 0:
+        return np.full(ra.size, -1, np.int64), np.full(ra.size, np.inf)
+    tree = cKDTree(_unit(ref_ra, ref_dec))
+    dist, idx = tree.query(_unit(ra, dec), k=1, distance_upper_bound=_chord(radius_arcsec))
+    ok = np.isfinite(dist)
+    sep = np.full(ra.size, np.inf)
+    sep[ok] = np.degrees(2.0 * np.arcsin(dist[ok] / 2.0)) * 3600.0
+    return np.where(ok, idx, -1).astype(np.int64), sep
+
+
+def associate(ra, dec, radius_arcsec: float) -> np.ndarray:
+    """Group detections into stars: connected components of the "closer than radius" graph.
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Detections of every visit (degrees).
+    radius_arcsec : float
+        Linking length; well below the typical star separation and above the astrometric
+        scatter.
+
+    Returns
+    -------
+    ndarray of int64
+        A star label per detection, 0..n_stars-1, numbered by first appearance.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    ra = np.asarray(ra, float)
+    n = ra.size
+    if n == 0:
+        return np.empty(0, np.int64)
+    tree = cKDTree(_unit(ra, dec))
+    pairs = tree.query_pairs(_chord(radius_arcsec), output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    # Renumber by first appearance so labels do not depend on scipy's internal order.
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[labels].astype(np.int64)

@@ -1,0 +1,316 @@
+"""``photocalib run``: the whole chain from raw MEF files to a calibrated, coadded, reported run.
+
+Per-detector steps run as Dask tasks with retries; the joint fit and the coadd run once. A step
+whose library layer is missing is skipped with a warning, and the report says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._io import open_fits
+from ..errors import InputError, PhotocalibError
+from .catalogs import associate, read_table, write_parquet
+from .config import Config, config_to_toml
+from .execution import Executor, open_executor
+from .inputs import RunInputs, Unit
+from .layout import RunLayout, read_json, write_json
+from .steps import MissingLayer, StepContext, apply_unit, grid_wcs, layer, process_unit
+
+__all__ = ["RunResult", "run_pipeline"]
+
+log = logging.getLogger("photocalib.pipeline")
+
+
+@dataclass
+class RunResult:
+    """What a run did: where its outputs are, time per step, steps skipped and why."""
+
+    root: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def _wcs_from_file(path: Path):
+    from ..astrometry import SkyWcs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_fits(path) as hdul:
+            for h in hdul:
+                if "CTYPE1" in h.header:
+                    return SkyWcs.from_header(h.header, hdulist=hdul), (
+                        int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+    raise InputError(f"{path}: no HDU with a WCS")
+
+
+class _Run:
+    def __init__(self, inputs: RunInputs, out: Path, config: Config, executor: Executor,
+                 force: bool) -> None:
+        self.inputs = inputs
+        self.run = RunLayout(out)
+        self.config = config
+        self.ex = executor
+        self.force = force
+        self.result = RunResult(out)
+        self.ctx = StepContext(str(out), config, dict(inputs.flats), inputs.refcat, force)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        log.info("step %s", name)
+        try:
+            return fn()
+        except MissingLayer as exc:
+            log.warning("step %r skipped: %s", name, exc)
+            self.result.skipped[name] = str(exc)
+            return None
+        finally:
+            self.result.timings[name] = round(time.perf_counter() - t0, 3)
+            self.save_state()
+
+    def save_state(self) -> None:
+        cfg = self.config
+        write_json(self.run.run_json, {
+            "inputs": {"units": len(self.inputs.units), "visits": self.inputs.visits,
+                       "detectors": self.inputs.detectors, "refcat": self.inputs.refcat,
+                       "truth": self.inputs.truth, "flats": len(self.inputs.flats)},
+            "joint_model": cfg.calibration.joint_model if cfg.calibration.joint else None,
+            "timings": self.result.timings, "skipped": self.result.skipped,
+            "counts": self.result.counts,
+        })
+
+    def units_done(self, step: str) -> list[Unit]:
+        return [u for u in self.inputs.units if self.run.is_done(step, u.name, verify=False)]
+
+    # -- steps -----------------------------------------------------------------------------------
+    def process(self) -> None:
+        # Probe the layers once here so a missing one skips the step instead of failing every task.
+        layer("isr", "process_raw", "run_isr", "isr")
+        infos = self.ex.map(process_unit, list(self.inputs.units), "process detectors", self.ctx)
+        self.result.counts["units_processed"] = sum(i.get("status") == "done" for i in infos)
+        self.result.counts["units_cached"] = sum(i.get("status") == "cached" for i in infos)
+        self.result.counts["sources"] = int(sum(i.get("n_sources", 0) for i in infos))
+
+    def observations(self) -> pd.DataFrame:
+        frames = [read_table(self.run.catalog(u.visit, u.detector)) for u in self.units_done("process")]
+        if not frames:
+            raise MissingLayer("no detector was processed, so there is nothing to calibrate")
+        df = pd.concat(frames, ignore_index=True)
+        df["star"] = associate(df["ra"].to_numpy(), df["dec"].to_numpy(),
+                               self.config.measure.match_radius_arcsec)
+        return df
+
+    def joint(self) -> None:
+        cfg = self.config.calibration
+        if not cfg.joint:
+            raise MissingLayer("the joint fit is switched off ([calibration] joint = false)")
+        fit_joint = layer("fit", "fit_joint")
+        step = "joint"
+        if not self.force and self.run.is_done(step, "all"):
+            self.result.counts["joint_cached"] = 1
+            return
+        df = self.observations()
+        write_parquet(df, self.run.tables / "observations.parquet")
+        good = (df["flags"] == 0) & (df["snr"] >= self.config.measure.min_snr) & (df["instflux"] > 0)
+        obs = df.loc[good, ["visit", "detector", "star", "x", "y", "instflux", "instflux_err"]]
+        # Stars seen once constrain nothing in a relative fit.
+        seen = obs.groupby("star")["visit"].transform("nunique")
+        obs = obs[seen >= 2].reset_index(drop=True)
+        wcs = {}
+        for u in self.units_done("process"):
+            wcs[(u.visit, u.detector)] = _wcs_from_file(self.run.exposure(u.visit, u.detector))[0]
+        reference = None
+        if self.inputs.refcat is not None and (df["ref_id"] >= 0).any():
+            matched = df[(df["ref_id"] >= 0) & df["star"].isin(obs["star"])]
+            first = matched.groupby("star").first()
+            from astropy.table import Table
+
+            reference = Table({"star": first.index.to_numpy(np.int64),
+                               "flux": first["ref_flux"].to_numpy(float),
+                               "flux_err": first["ref_flux_err"].to_numpy(float)})
+        from ..image import ImageKind
+
+        kwargs: dict[str, Any] = {"model": cfg.joint_model, "kind": ImageKind.FLUENCE,
+                                  "reference": reference}
+        self.result.counts["joint_observations"] = len(obs)
+        self.result.counts["joint_stars"] = int(obs["star"].nunique())
+        sol = self.ex.run(_fit_joint_task, fit_joint, obs, wcs, kwargs, self._joint_options())
+        self.run.joint_dir.mkdir(parents=True, exist_ok=True)
+        outputs = []
+        if hasattr(sol, "write"):
+            sol.write(self.run.joint_solution)
+            outputs.append(self.run.joint_solution)
+        for (visit, detector) in sorted(wcs):
+            try:
+                calib = sol.photo_calib(visit, detector)
+            except InputError as exc:
+                log.warning("no joint calibration for visit %s detector %s: %s", visit, detector, exc)
+                continue
+            path = self.run.joint_calib(visit, detector)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            calib.write(path)
+            outputs.append(path)
+        self.run.mark_done(step, "all", outputs)
+
+    def _joint_options(self) -> dict[str, Any]:
+        cfg = self.config.calibration
+        return {"star_flat_order": cfg.star_flat_order, "visit_order": cfg.visit_order,
+                "grey_gradient": cfg.grey_gradient}
+
+    def apply(self) -> None:
+        if not (self.run.joint_dir.is_dir() and any(self.run.joint_dir.rglob("det-*.fits"))):
+            raise MissingLayer("no joint calibration to apply")
+        grid = self.grid_spec() if self.config.warp.enabled else None
+        units = self.units_done("process")
+        infos = self.ex.map(apply_unit, units, "calibrate + warp", self.ctx, grid)
+        self.result.counts["units_calibrated"] = sum(i.get("status") in ("done", "cached") for i in infos)
+
+    def grid_spec(self) -> dict[str, Any] | None:
+        try:
+            layer("warp", "SkyGrid")
+        except MissingLayer:
+            return None
+        centres, scales = [], []
+        for u in self.units_done("process"):
+            w, (ny, nx) = _wcs_from_file(self.run.exposure(u.visit, u.detector))
+            ra, dec = w.pixel_to_sky((nx - 1) / 2, (ny - 1) / 2)
+            centres.append((float(ra), float(dec)))
+            scales.append(float(w.pixel_scale((nx - 1) / 2, (ny - 1) / 2)))
+        if not centres:
+            return None
+        c = np.array(centres)
+        v = np.stack([np.cos(np.radians(c[:, 1])) * np.cos(np.radians(c[:, 0])),
+                      np.cos(np.radians(c[:, 1])) * np.sin(np.radians(c[:, 0])),
+                      np.sin(np.radians(c[:, 1]))]).mean(axis=1)
+        ra0 = float(np.degrees(np.arctan2(v[1], v[0])) % 360)
+        dec0 = float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
+        scale = self.config.warp.pixel_scale_arcsec or float(np.median(scales))
+        size = self.config.warp.coadd_size
+        return {"ra": ra0, "dec": dec0, "pixel_scale": scale, "width": size, "height": size,
+                "kernel": self.config.warp.kernel}
+
+    def coadd(self) -> None:
+        coadd = layer("warp", "coadd")
+        if not self.config.warp.enabled:
+            raise MissingLayer("warps are switched off ([warp] enabled = false)")
+        step = "coadd"
+        if not self.force and self.run.is_done(step, "all"):
+            return
+        grid = self.grid_spec()
+        if grid is None:
+            raise MissingLayer("no processed detector to coadd")
+        inputs = [str(self.run.calexp(u.visit, u.detector)) for u in self.inputs.units
+                  if self.run.done_info("apply", u.name).get("warped")]
+        if not inputs:
+            raise MissingLayer("no calibrated exposure overlaps the coadd grid")
+        self.result.counts["coadd_inputs"] = len(inputs)
+        self.ex.run(_coadd_task, coadd, inputs, grid, self.config.warp.clip, str(self.run.coadd))
+        self.run.mark_done(step, "all", [self.run.coadd])
+
+    def summary(self) -> None:
+        from .summary import write_summary
+
+        write_summary(self.run, self.inputs, self.config, counts=dict(self.result.counts))
+
+
+def _fit_joint_task(fit_joint, obs: pd.DataFrame, wcs, kwargs: dict[str, Any], options: dict[str, Any]):
+    """Run the joint fit, passing the model options the fitter accepts."""
+    import inspect
+
+    params = inspect.signature(fit_joint).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    extra = {k: v for k, v in options.items() if accepts_any or k in params}
+    from astropy.table import Table
+
+    return fit_joint(Table.from_pandas(obs), wcs, **kwargs, **extra)
+
+
+def _coadd_task(coadd, inputs: list[str], grid: dict[str, Any], clip: bool, out: str) -> str:
+    from ..image import Exposure
+
+    target, shape = grid_wcs(grid)
+    exposures = [Exposure.read(p) for p in inputs]
+    result = coadd(exposures, target, shape, clip=clip, kernel=grid.get("kernel", "lanczos3"))
+    result.write(out)
+    return out
+
+
+def run_pipeline(inputs: RunInputs, out: str | os.PathLike, config: Config | None = None,
+                 scheduler: str | None = None, force: bool = False, in_process: bool = False,
+                 report: bool = True) -> RunResult:
+    """Run the whole chain on ``inputs`` and write everything under ``out``.
+
+    Parameters
+    ----------
+    inputs : RunInputs
+        From :func:`photocalib.pipeline.find_inputs`.
+    out : path
+        Output directory (created); an existing one is resumed: finished units are skipped.
+    config : Config, optional
+        Defaults when not given.
+    scheduler : str, optional
+        Address of a running ``dask.distributed`` scheduler; default a LocalCluster.
+    force : bool
+        Redo every step even where its outputs are complete.
+    in_process : bool
+        Run without Dask (debugging).
+    report : bool
+        Write ``report/index.html`` at the end.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    PhotocalibError
+        For bad inputs (naming the file, HDU and keyword) or a task that failed after its retries.
+    """
+    config = config or Config()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout(out)
+    (out / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
+    if force:
+        for step in ("process", "joint", "apply", "coadd"):
+            layout.clear(step)
+    with open_executor(config.dask, scheduler=scheduler, in_process=in_process) as ex:
+        r = _Run(inputs, out, config, ex, force)
+        r.step("process", r.process)
+        r.step("joint", r.joint)
+        r.step("apply", r.apply)
+        r.step("coadd", r.coadd)
+    r.step("summary", r.summary)
+    if report and config.report.enabled:
+        from .report import write_report
+
+        t0 = time.perf_counter()
+        r.result.report = write_report(out, cutout_size=config.report.cutout_size, dpi=config.report.dpi)
+        # Recorded in run.json (the report cannot contain its own drawing time).
+        r.result.timings["report"] = round(time.perf_counter() - t0, 3)
+        r.save_state()
+    return r.result
+
+
+def previous_inputs(out: str | os.PathLike) -> dict[str, Any]:
+    """The inputs a previous run in ``out`` recorded (for ``photocalib report``)."""
+    path = RunLayout(Path(out)).run_json
+    if not path.is_file():
+        raise InputError(f"{out}: no run.json; is it the output directory of `photocalib run`?")
+    try:
+        return dict(read_json(path).get("inputs", {}))
+    except (AttributeError, PhotocalibError) as exc:
+        raise InputError(f"{path}: unreadable run record ({exc})") from exc

@@ -1,0 +1,243 @@
+"""The small tables a run leaves for its report: focal-plane maps, grey terms, residuals,
+headline numbers (``tables/*.parquet``, ``tables/headline.json``).
+
+Positions are in focal-plane coordinates: the tangent plane about each visit's centre, rotated
+so that the detectors' +y axis points up, so that visits with different rotations line up.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._io import open_fits
+from ..errors import InputError
+from .catalogs import match_nearest, read_reference, read_table, tangent_xy, write_parquet
+from .config import Config
+from .inputs import RunInputs, Unit
+from .layout import RunLayout, write_json
+from .truth import read_truth
+
+__all__ = ["write_summary", "VisitFrame"]
+
+log = logging.getLogger("photocalib.pipeline")
+
+#: Focal-plane map resolution per detector (grid nodes along each side).
+_GRID = 9
+
+
+def _read_wcs(path):
+    from ..astrometry import SkyWcs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_fits(path) as hdul:
+            for h in hdul:
+                if "CTYPE1" in h.header:
+                    return SkyWcs.from_header(h.header, hdulist=hdul), (
+                        int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+    raise InputError(f"{path}: no HDU with a WCS")
+
+
+class VisitFrame:
+    """Focal-plane coordinates of one visit: tangent plane about its centre, rotated to the
+    detectors' pixel axes (arcsec)."""
+
+    def __init__(self, wcs_list: list[Any], shapes: list[tuple[int, int]]) -> None:
+        vecs, angles = [], []
+        for w, (ny, nx) in zip(wcs_list, shapes, strict=True):
+            cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
+            ra, dec = w.pixel_to_sky(cx, cy)
+            r, d = np.radians(float(ra)), np.radians(float(dec))
+            vecs.append([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
+            jac = np.asarray(w.jacobian(cx, cy))
+            # Position angle of the pixel +y axis (east of north) from the Jacobian's y column.
+            angles.append(np.arctan2(jac[0, 1], jac[1, 1]))
+        v = np.mean(vecs, axis=0)
+        self.ra0 = float(np.degrees(np.arctan2(v[1], v[0])) % 360.0)
+        self.dec0 = float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
+        self.angle = float(np.arctan2(np.mean(np.sin(angles)), np.mean(np.cos(angles))))
+
+    def __call__(self, ra, dec) -> tuple[np.ndarray, np.ndarray]:
+        xi, eta = tangent_xy(ra, dec, self.ra0, self.dec0)
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        # Rotate so that the pixel +y direction (at position angle `angle`) points to +v.
+        u = c * xi - s * eta
+        v = s * xi + c * eta
+        return -u, v  # east-left display is handled by the plot; keep +x of pixels to +u
+
+
+def _units_with(run: RunLayout, units: list[Unit], step: str) -> list[Unit]:
+    return [u for u in units if run.is_done(step, u.name, verify=False)]
+
+
+def _frames(run: RunLayout, units: list[Unit]) -> tuple[dict[int, VisitFrame], dict[tuple[int, int], Any]]:
+    wcs: dict[tuple[int, int], Any] = {}
+    by_visit: dict[int, list[tuple[Any, tuple[int, int]]]] = {}
+    for u in units:
+        w, shape = _read_wcs(run.exposure(u.visit, u.detector))
+        wcs[(u.visit, u.detector)] = (w, shape)
+        by_visit.setdefault(u.visit, []).append((w, shape))
+    frames = {v: VisitFrame([a for a, _ in items], [b for _, b in items]) for v, items in by_visit.items()}
+    return frames, wcs
+
+
+def _calib_value(run: RunLayout, unit: Unit, x, y) -> np.ndarray | None:
+    from ..calib import PhotoCalib
+
+    path = run.joint_calib(unit.visit, unit.detector)
+    if not path.is_file():
+        return None
+    calib = PhotoCalib.read(path)
+    return np.asarray(calib.instflux_to_nanojansky(np.ones_like(x), x, y), float)
+
+
+def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs) -> None:
+    first_visit = min(u.visit for u in units)
+    rows = []
+    for u in (u for u in units if u.visit == first_visit):
+        w, (ny, nx) = wcs[(u.visit, u.detector)]
+        gy, gx = np.meshgrid(np.linspace(0, ny - 1, _GRID), np.linspace(0, nx - 1, _GRID), indexing="ij")
+        ra, dec = w.pixel_to_sky(gx, gy)
+        fu, fv = frames[u.visit](ra, dec)
+        calib = _calib_value(run, u, gx, gy)
+        rows.append(pd.DataFrame({
+            "detector": u.detector,
+            "row": np.repeat(np.arange(_GRID), _GRID), "col": np.tile(np.arange(_GRID), _GRID),
+            "xi": fu.ravel(), "eta": fv.ravel(), "area": np.asarray(w.pixel_area(gx, gy)).ravel(),
+            "calib": calib.ravel() if calib is not None else np.nan,
+        }))
+    df = pd.concat(rows, ignore_index=True)
+    if np.isfinite(df["calib"]).any():
+        # Calibration relative to its median: the star flat (mmag) for this visit.
+        df["star_flat_mmag"] = 2500.0 * np.log10(df["calib"] / np.nanmedian(df["calib"]))
+    write_parquet(df.drop(columns=["calib"]), run.tables / "focal_plane.parquet")
+
+
+def _grey(run: RunLayout, units: list[Unit], truth) -> None:
+    """Per-visit grey term: mean over detectors of the calibration (the star flat cancels)."""
+    values = []
+    for u in units:
+        path = run.joint_calib(u.visit, u.detector)
+        if not path.is_file():
+            continue
+        from ..calib import PhotoCalib
+
+        values.append((u.visit, u.detector, PhotoCalib.read(path).mean()))
+    if not values:
+        return
+    df = pd.DataFrame(values, columns=["visit", "detector", "mean"])
+    df["mmag"] = 2500.0 * np.log10(df["mean"])
+    # Only detectors seen in every visit, so the star flat cancels exactly in the mean.
+    n_vis = df["visit"].nunique()
+    common = df.groupby("detector")["visit"].transform("nunique") == n_vis
+    grey = df[common].groupby("visit")["mmag"].mean()
+    grey -= grey.mean()
+    out = pd.DataFrame({"visit": grey.index.to_numpy(np.int64), "grey_mmag": grey.to_numpy()})
+    if truth is not None and truth.visits is not None:
+        t = truth.visits.set_index("visit")["grey_mag"] * 1000.0
+        t = t.reindex(out["visit"]).to_numpy()
+        out["truth_mmag"] = t - np.nanmean(t)
+    write_parquet(out, run.tables / "grey.parquet")
+
+
+def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth, refcat) -> pd.DataFrame:
+    frames_out = []
+    if truth is not None:
+        against, ref = "truth", truth.stars
+    elif refcat is not None:
+        against, ref = "reference catalog", refcat
+    else:
+        return pd.DataFrame()
+    model = config.calibration.joint_model
+    for u in units:
+        cal_path = run.calibrated_catalog(u.visit, u.detector)
+        df = read_table(cal_path if cal_path.is_file() else run.catalog(u.visit, u.detector))
+        good = (df["flags"] == 0) & (df["snr"] >= config.measure.min_snr)
+        df = df[good]
+        if df.empty:
+            continue
+        idx, _ = match_nearest(df["ra"], df["dec"], ref["ra"], ref["dec"], config.measure.match_radius_arcsec)
+        df = df[idx >= 0]
+        idx = idx[idx >= 0]
+        true_flux = ref["flux"].to_numpy(float)[idx]
+        colour = ref["colour"].to_numpy(float)[idx] if "colour" in ref.columns else np.full(idx.size, np.nan)
+        fu, fv = frames[u.visit](df["ra"].to_numpy(), df["dec"].to_numpy())
+        for column, name in (("flux_nJy", f"joint ({model})"),
+                             ("flux_jacobian_aware", "single, Jacobian-aware"),
+                             ("flux_legacy", "single, legacy (constant on SB)")):
+            if column not in df.columns:
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = -2500.0 * np.log10(df[column].to_numpy(float) / true_flux)
+            frames_out.append(pd.DataFrame({
+                "calibration": name, "visit": u.visit, "detector": u.detector,
+                "xi": fu, "eta": fv, "radius_arcmin": np.hypot(fu, fv) / 60.0,
+                "colour": colour, "snr": df["snr"].to_numpy(float), "residual_mmag": r,
+                "against": against}))
+    if not frames_out:
+        return pd.DataFrame()
+    res = pd.concat(frames_out, ignore_index=True)
+    res = res[np.isfinite(res["residual_mmag"])]
+    # The overall zero point is not what the plots compare (the reference-free model fixes it
+    # by convention): remove each calibration's median.
+    res["residual_mmag"] -= res.groupby("calibration")["residual_mmag"].transform("median")
+    if truth is not None:
+        res["colour_name"] = truth.colour_name
+    write_parquet(res.reset_index(drop=True), run.tables / "residuals.parquet")
+    return res
+
+
+def _headline(res: pd.DataFrame, counts: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for key, value in counts.items():
+        items.append({"name": key.replace("_", " "), "value": value, "unit": ""})
+    if res.empty:
+        return items
+    for name, g in res.groupby("calibration", sort=False):
+        bright = g[g["snr"] >= 100] if (g["snr"] >= 100).sum() >= 20 else g
+        r = bright["residual_mmag"].to_numpy()
+        mad = 1.4826 * np.median(np.abs(r - np.median(r)))
+        rms = float(np.sqrt(np.mean(r[np.abs(r) < 5 * mad + 1e-9] ** 2))) if r.size else np.nan
+        per_det = bright.groupby(["visit", "detector"])["residual_mmag"].median()
+        items.append({"name": f"{name}: RMS residual, bright stars (5σ-clipped)", "value": rms, "unit": "mmag"})
+        items.append({"name": f"{name}: uniformity (scatter of per-detector medians)",
+                      "value": float(per_det.std()) if per_det.size > 1 else np.nan, "unit": "mmag"})
+        items.append({"name": f"{name}: stars compared", "value": int(r.size), "unit": ""})
+    return items
+
+
+def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
+                  counts: dict[str, Any] | None = None) -> None:
+    """Write ``tables/`` for the report from whatever the run produced.
+
+    Raises
+    ------
+    InputError
+        Only for unreadable outputs of this run (damaged files); missing pieces are skipped.
+    """
+    units = _units_with(run, list(inputs.units), "process")
+    run.tables.mkdir(parents=True, exist_ok=True)
+    if not units:
+        write_json(run.tables / "headline.json", _headline(pd.DataFrame(), counts or {}))
+        return
+    frames, wcs = _frames(run, units)
+    _focal_plane(run, units, frames, wcs)
+    band = None
+    try:
+        from astropy.io import fits
+
+        band = str(fits.getheader(run.exposure(units[0].visit, units[0].detector)).get("FILTER", "")) or None
+    except (OSError, KeyError):
+        band = None
+    truth = read_truth(inputs.truth, band or "r")
+    refcat = read_reference(inputs.refcat, band=band) if inputs.refcat else None
+    _grey(run, units, truth)
+    res = _residuals(run, units, frames, config, truth, refcat)
+    base = {"visits": len({u.visit for u in units}), "detectors": len({u.detector for u in units})}
+    base.update(counts or {})
+    write_json(run.tables / "headline.json", _headline(res, base))
