@@ -175,7 +175,14 @@ class QuotientField(BoundedField):
         return self._num._evaluate(x, y) / self._den._evaluate(x, y)
 
     def _fill_rows(self, y0, y1):
-        return self._num._fill_rows(y0, y1) / self._den._fill_rows(y0, y1)
+        return self._rows(self._num, y0, y1) / self._rows(self._den, y0, y1)
+
+    def _rows(self, f: BoundedField, y0: int, y1: int):
+        # A child without a box (an unbounded constant) cannot fill rows itself; the quotient's
+        # box supplies the width, and a constant broadcasts.
+        if f.bbox is None and f.is_constant:
+            return f.value  # type: ignore[attr-defined]
+        return f._fill_rows(y0, y1)
 
     def integrate(self) -> float:
         if self._den.is_constant:
