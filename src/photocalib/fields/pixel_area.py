@@ -15,6 +15,7 @@ from numpy.polynomial import chebyshev as C
 
 from ..errors import InputError, PhotocalibError
 from ..geom import Box
+from ._kernels import low_rank_fill
 from .base import BoundedField, bbox_from_meta, register_field
 from .chebyshev import ChebyshevField
 
@@ -200,10 +201,17 @@ class PixelAreaField(BoundedField):
             return self._cheb._evaluate(x, y)
         return self._exact(x, y)
 
+    def _cheb_fill(self, y0: int, y1: int, out: np.ndarray) -> np.ndarray:
+        # Separable evaluation: (rows × k) times (k × columns), one write per pixel.
+        cheb = self._cheb
+        left = np.einsum("yk,kj->yj", cheb._basis_y(y0, y1), cheb.coefficients)
+        right = np.ascontiguousarray(cheb._basis_x().T)
+        return low_rank_fill(left, right, out)
+
     def _fill_rows(self, y0, y1):
         self._build()
         if self._cheb is not None:
-            return self._cheb._fill_rows(y0, y1)
+            return self._cheb_fill(y0, y1, np.empty((y1 - y0, self._bbox.width)))
         return super()._fill_rows(y0, y1)
 
     def fill(self, dtype=np.float64, out: np.ndarray | None = None) -> np.ndarray:
@@ -213,13 +221,15 @@ class PixelAreaField(BoundedField):
         ``'chebyshev'``; exact otherwise.
         """
         self._build()
-        if self._cheb is not None:
-            return self._cheb.fill(dtype=dtype, out=out)
         box = self._bbox
         if out is None:
             out = np.empty(box.shape, dtype=dtype)
         elif out.shape != box.shape:
             raise InputError(f"fill(out=...) needs shape {box.shape}, got {out.shape}")
+        if self._cheb is not None:
+            if out.dtype not in (np.float32, np.float64):
+                raise InputError(f"fill() writes float32 or float64, not {out.dtype}")
+            return self._cheb_fill(box.y0, box.y0 + box.height, out)
         rows = max(1, _EXACT_BLOCK // box.width)
         xs = np.arange(box.x0, box.x0 + box.width, dtype=np.float64)
         for r0 in range(0, box.height, rows):
@@ -227,12 +237,6 @@ class PixelAreaField(BoundedField):
             ys = np.arange(box.y0 + r0, box.y0 + r1, dtype=np.float64)
             out[r0:r1] = self._exact(xs[None, :], ys[:, None])
         return out
-
-    def _apply(self, image, op, out):
-        self._build()
-        if self._cheb is not None:
-            return self._cheb._apply(image, op, out)
-        return super()._apply(image, op, out)
 
     def integrate(self) -> float:
         """Integral of the area over the box (pixel units): the solid angle it covers, arcsec²."""
