@@ -348,11 +348,64 @@ class ChromaticCorrection:
                        flat.bbox, colour_fid, order=order, colour_order=colour_order,
                        colour_name=colour_name)
 
+    @classmethod
+    def from_joint_solution(
+        cls,
+        solution,
+        detector,
+        colour_fid: float = 0.0,
+        colour_order: int = 3,
+        colour_name: str = "colour",
+    ) -> ChromaticCorrection:
+        """The chromatic term of a reference-free joint fit as a correction.
+
+        :class:`~photocalib.fit.joint.JointCalibrator` (``model="reference-free"``,
+        ``chromatic_order=...``) multiplies the calibration of a star of colour ``c`` by
+        ``1 + c K_d(x, y)``, so ``Δm = 2.5 log10(1 + c K_d)``. Give the joint fit colours
+        relative to the fiducial (``colour = c − c_fid``), so that sources of the fiducial
+        colour, which the fiducial-SED flat treats exactly, are left alone. The logarithm is
+        expanded to ``colour_order`` (error ``~ (c K)^(P+1) / (P+1)``, below 1e-6 mag for
+        ``|c K| < 0.03`` and ``P = 3``); each ``k_p ∝ K_d^p`` is an exact Chebyshev field.
+
+        Without standards the fit cannot tell a colour term common to the whole focal plane
+        from the stars' colours (it fixes the mean of ``K_d`` to 0), so neither can this.
+
+        Parameters
+        ----------
+        solution : JointSolution
+            A fit with a chromatic term (``solution.chromatic_field(detector)``).
+        detector : int
+            The detector.
+        colour_fid : float
+            The fiducial colour that was subtracted from the colours given to the fit.
+        colour_order : int
+            Order of the expansion of the logarithm.
+        """
+        k = solution.chromatic_field(detector)
+        if colour_order < 1:
+            raise InputError(f"from_joint_solution: colour_order must be >= 1, got {colour_order}")
+        order = max(k.order)
+        scale = 2.5 / np.log(10.0)
+        terms = []
+        power = None
+        for p in range(1, colour_order + 1):
+            power = k if power is None else power * k
+            exact = ChebyshevField.approximate(power, order=order * p, bbox=k.bbox)
+            coeff = scale * (-1.0) ** (p + 1) / p
+            terms.append(ChebyshevField(exact.coefficients * coeff, k.bbox))
+        return cls(terms, colour_fid, colour_name)
+
     # -- persistence ---------------------------------------------------------------------------
     def to_table(self) -> Table:
         """The correction as an astropy Table (coefficients of each term; meta: box, colour)."""
-        coeffs = np.stack([t.coefficients for t in self._terms])
-        table = Table({"coefficients": coeffs})
+        # terms may differ in order (k_p ∝ K^p): pad to one shape, record each term's shape
+        ny = max(t.coefficients.shape[0] for t in self._terms)
+        nx = max(t.coefficients.shape[1] for t in self._terms)
+        coeffs = np.zeros((len(self._terms), ny, nx))
+        for i, t in enumerate(self._terms):
+            coeffs[i, : t.coefficients.shape[0], : t.coefficients.shape[1]] = t.coefficients
+        table = Table({"coefficients": coeffs,
+                       "shape": np.array([t.coefficients.shape for t in self._terms], dtype=np.int32)})
         box = self.bbox
         table.meta.update(
             FIELD="ChromaticCorrection", COLFID=self._cfid, COLNAME=self._name,
@@ -369,9 +422,11 @@ class ChromaticCorrection:
             cfid = float(table.meta["COLFID"])
             name = str(table.meta.get("COLNAME", "colour"))
             coeffs = np.asarray(table["coefficients"], dtype=np.float64)
+            shapes = np.asarray(table["shape"], dtype=np.int64)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a ChromaticCorrection table: missing or bad {exc}") from exc
-        return cls([ChebyshevField(c, box) for c in coeffs], cfid, name)
+        return cls([ChebyshevField(c[: sh[0], : sh[1]], box) for c, sh in zip(coeffs, shapes, strict=True)],
+                   cfid, name)
 
     def write(self, path: str | os.PathLike, overwrite: bool = True) -> None:
         """Write to a FITS file (one binary table), atomically."""
