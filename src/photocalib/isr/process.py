@@ -179,11 +179,12 @@ def overscan_correct(raw: np.ndarray, header: fits.Header) -> np.ndarray:
 def run_isr(
     raw: np.ndarray,
     *,
-    flat: DomeFlat | np.ndarray | None,
+    flat: DomeFlat | np.ndarray | tuple | None,
     wcs=None,
-    gain: float = 1.0,
-    read_noise: float = 0.0,
-    bias: float | np.ndarray = 0.0,
+    header: fits.Header | None = None,
+    gain: float | None = None,
+    read_noise: float | None = None,
+    bias: float | np.ndarray | None = None,
     saturation: float | None = None,
     bad_pixel_mask: np.ndarray | None = None,
     pixel_size_correction: BoundedField | None = None,
@@ -201,20 +202,24 @@ def run_isr(
     ----------
     raw : numpy.ndarray
         Raw image in ADU (already trimmed; see :func:`overscan_correct`).
-    flat : DomeFlat or numpy.ndarray or None
-        The dome flat (an array is prepared with :meth:`DomeFlat.from_array` using ``wcs``);
+    flat : DomeFlat or numpy.ndarray or (numpy.ndarray, Header) or None
+        The dome flat (an array, or an array with its header for ``LAMPLVL``, is prepared with
+        :meth:`DomeFlat.from_array` using ``wcs``);
         ``None`` skips flat-fielding, which only makes sense for tests: the result is then not a
         surface-brightness image and an InputError is raised unless ``wcs`` is also None.
     wcs : SkyWcs, optional
         Attached to the exposure.
+    header : astropy Header, optional
+        Raw header: ``GAIN``, ``RDNOISE``, ``BIAS``, ``SATURATE`` give the defaults of the
+        arguments below, and :data:`RAW_KEYWORDS` the metadata.
     gain : float
-        e⁻ per ADU.
+        e⁻ per ADU (default: header, else 1).
     read_noise : float
-        Read noise in e⁻.
+        Read noise in e⁻ (default: header, else 0).
     bias : float or numpy.ndarray
-        Bias level in ADU (a scalar or a master bias frame).
+        Bias level in ADU, a scalar or a master bias frame (default: header, else 0).
     saturation : float, optional
-        Raw ADU at or above which pixels are SAT.
+        Raw ADU at or above which pixels are SAT (default: header ``SATURATE``).
     bad_pixel_mask : numpy.ndarray, optional
         Boolean or MaskPlane array of bad pixels (marked BAD).
     pixel_size_correction : BoundedField, optional
@@ -234,6 +239,23 @@ def run_isr(
     raw = np.asarray(raw)
     if raw.ndim != 2:
         raise InputError(f"run_isr: raw image must be 2-D, got shape {raw.shape}")
+    if header is not None:
+        where = f"raw header (VISIT={header.get('VISIT', '?')}, DETECTOR={header.get('DETECTOR', '?')})"
+        gain = _header_float(header, "GAIN", where, 1.0) if gain is None else gain
+        read_noise = _header_float(header, "RDNOISE", where, 0.0) if read_noise is None else read_noise
+        bias = _header_float(header, "BIAS", where, 0.0) if bias is None else bias
+        if saturation is None and "SATURATE" in header:
+            saturation = _header_float(header, "SATURATE", where)
+        if metadata is None:
+            metadata = fits.Header()
+            for key in RAW_KEYWORDS:
+                if key in header:
+                    metadata[key] = header[key]
+    gain = 1.0 if gain is None else float(gain)
+    read_noise = 0.0 if read_noise is None else float(read_noise)
+    bias = 0.0 if bias is None else bias
+    if isinstance(flat, tuple):
+        flat = DomeFlat.from_array(flat[0], header=flat[1], wcs=wcs)
     if not (np.isfinite(gain) and gain > 0):
         raise InputError(f"run_isr: GAIN must be positive, got {gain!r}")
     if not (np.isfinite(read_noise) and read_noise >= 0):
@@ -339,9 +361,4 @@ def isr_from_hdu(hdu, flat: DomeFlat | np.ndarray, *, wcs=None, **kwargs):
             wcs = SkyWcs.from_header(header)
         except InputError as exc:
             raise InputError(f"{where}: cannot read its WCS ({exc})") from exc
-    meta = fits.Header()
-    for key in RAW_KEYWORDS:
-        if key in header:
-            meta[key] = header[key]
-    kwargs.setdefault("metadata", meta)
-    return run_isr(raw, flat=flat, wcs=wcs, **kwargs)
+    return run_isr(raw, flat=flat, wcs=wcs, header=header, **kwargs)
