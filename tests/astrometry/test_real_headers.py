@@ -82,24 +82,37 @@ def test_jacobian_matches_independent_fd_and_fd_path(label, header, hdulist, sha
     np.testing.assert_array_less(np.abs(fd.pixel_area(x, y) / wcs.pixel_area(x, y) - 1), 1e-8)
 
 
-def test_wfc3_d2im_lookup_table_against_independent_fd(rng):
-    with fits.open(DATA / "ie6d07ujq_wcs.fits") as hdul:
-        wcs = pc.SkyWcs.from_header(hdul[0].header, hdul)
+LOOKUP_FILES = [
+    # WFC3/UVIS: TAN + D2IM tables of 64 x 32 cells of 64 pixels (a 4096 x 2048 chip).
+    ("ie6d07ujq_wcs.fits", 0, ("det2im1", "det2im2")),
+    # ACS/WFC: TAN-SIP + CPDIS tables (65 x 33 nodes) + a per-column D2IM (one node per pixel).
+    ("dist_lookup.fits.gz", 1, ("cpdis1", "cpdis2", "det2im1")),
+]
+
+
+@pytest.mark.parametrize("name,ext,tables", LOOKUP_FILES, ids=[f[0] for f in LOOKUP_FILES])
+def test_lookup_table_wcs_against_independent_fd(name, ext, tables, rng):
+    with fits.open(DATA / name) as hdul:
+        wcs = pc.SkyWcs.from_header(hdul[ext].header, hdul)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            astro = WCS(hdul[0].header, hdul)
-    assert astro.det2im1 is not None and wcs.method == "finite-difference"
-    assert "D2IM" in repr(wcs)
-    # The D2IM tables (64 x 32 cells of 64 pixels) cover a 4096 x 2048 WFC3/UVIS chip.
-    x, y = _points((2048, 4096), 60, rng)
-    ref = reference_jacobian(lambda a, b: astro.all_pix2world(a, b, 0), x, y)
+            astro = WCS(hdul[ext].header, hdul)
+    assert all(getattr(astro, t) is not None for t in tables)
+    assert wcs.method == "finite-difference" and "+" in repr(wcs)
+    # Tables are piecewise bilinear, so the derivative jumps at their nodes (for the per-column
+    # D2IM, at every pixel centre): the area is defined at pixel centres, as the mean over the
+    # pixel. The reference differences within the pixel (steps 0.25 and 0.5) on both sides.
+    x = rng.integers(0, 4096, 60).astype(float)
+    y = rng.integers(0, 2048, 60).astype(float)
+    ref = reference_jacobian(lambda a, b: astro.all_pix2world(a, b, 0), x, y, h=0.25)
     area = wcs.pixel_area(x, y)
     np.testing.assert_array_less(np.abs(area / np.abs(det(ref)) - 1), 1e-4)
-    # The lookup table matters at this level: without it the area is measurably different.
-    nod2im = astro.deepcopy()
-    nod2im.det2im1 = nod2im.det2im2 = None
-    bare = pc.SkyWcs(nod2im)
-    assert np.max(np.abs(bare.pixel_area(x, y) / area - 1)) > 1e-5
+    # The tables matter at this level: without them the area is measurably different.
+    bare = astro.deepcopy()
+    bare.cpdis1 = bare.cpdis2 = bare.det2im1 = bare.det2im2 = None
+    assert np.max(np.abs(pc.SkyWcs(bare).pixel_area(x, y) / area - 1)) > 1e-5
+    with pytest.raises(pc.InputError, match="lookup-table"):
+        wcs.to_header()
 
 
 def test_proj_plane_pixel_area_is_wrong_by_more_than_one_percent_on_ptf():

@@ -258,3 +258,27 @@ def test_cube_header_keeps_celestial_axes():
     header["CTYPE3"], header["CRVAL3"], header["CDELT3"], header["CRPIX3"] = "FREQ", 1e9, 1e6, 1.0
     wcs = pc.SkyWcs.from_header(header)
     np.testing.assert_allclose(wcs.pixel_area(99.0, 99.0), 0.36**2, rtol=1e-12)
+
+
+def test_zpn_finite_difference_matches_analytic_area_law():
+    # ZPN: plane radius R(zeta) = sum_m P_m zeta^m (radians) at angle zeta from CRVAL, so the
+    # area factor is sin(zeta) / (R R'(zeta)), independent of the orientation.
+    s = 1.0 / 3600.0
+    header = tan_header(359.5, -45.0, [[-s, 0.0], [0.0, s]], crpix=(1024.5, 1024.5), naxis=(2048, 2048))
+    header["CTYPE1"], header["CTYPE2"] = "RA---ZPN", "DEC--ZPN"
+    coeffs = {1: 1.0, 3: 50.0, 5: -3000.0}
+    for m, value in coeffs.items():
+        header[f"PV2_{m}"] = value
+    wcs = pc.SkyWcs.from_header(header)
+    assert wcs.method == "finite-difference"
+    x, y = np.meshgrid(np.linspace(0, 2047, 6), np.linspace(0, 2047, 6))
+    x, y = x.ravel(), y.ravel()
+    zeta = distance_from_crval(header, x, y)
+    r = sum(v * zeta**m for m, v in coeffs.items())
+    dr = sum(m * v * zeta ** (m - 1) for m, v in coeffs.items())
+    with np.errstate(invalid="ignore"):
+        factor = np.where(zeta > 0, np.sin(zeta) / (r * dr), 1.0)
+    expected = s * s * 3600.0**2 * factor
+    area = wcs.pixel_area(x, y)
+    np.testing.assert_allclose(area, expected, rtol=1e-8)
+    assert area.max() / area.min() > 1.005  # the distortion is visible

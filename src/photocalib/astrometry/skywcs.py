@@ -98,26 +98,32 @@ def _tpv_from_header(hdr: fits.Header):
     return (p1, r1, p2, r2)
 
 
+def _has_lookup_tables(w: WCS) -> bool:
+    return any(getattr(w, name, None) is not None for name in ("cpdis1", "cpdis2", "det2im1", "det2im2"))
+
+
 def _analytic_model(w: WCS) -> AnalyticTan | None:
     """The analytic TAN/SIP/TPV model of ``w``, or ``None`` when it has another form."""
     ww = w.wcs
     if w.naxis != 2 or ww.lng != 0 or ww.lat != 1:
         return None
-    if any(getattr(w, name, None) is not None for name in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
+    if _has_lookup_tables(w):
         return None
     if not ww.ctype[0].upper()[4:8] == "-TAN":
         return None
-    try:
-        hdr = w.to_header(relax=True)
-    except Exception:  # noqa: BLE001 - anything astropy cannot write has no analytic form here
-        return None
     tpv = None
-    if hdr.get("CTYPE1", "").upper().endswith("-TPV"):
-        if w.sip is not None:
+    if w.sip is None:
+        # astropy keeps TPV in wcslib's distortion structures and reports CTYPE "TAN"; only
+        # the header it writes says TPV. (SIP together with TPV would fail the check against
+        # astropy in SkyWcs and fall back to finite differences.)
+        try:
+            hdr = w.to_header(relax=True)
+        except Exception:  # noqa: BLE001 - anything astropy cannot write has no analytic form here
             return None
-        tpv = _tpv_from_header(hdr)
-        if tpv is None:
-            return None
+        if hdr.get("CTYPE1", "").upper().endswith("-TPV"):
+            tpv = _tpv_from_header(hdr)
+            if tpv is None:
+                return None
     sip_a = sip_b = None
     if w.sip is not None:
         sip_a, sip_b = w.sip.a, w.sip.b
@@ -158,6 +164,9 @@ class SkyWcs:
     table distortions D2IM/CPDIS, gwcs, any APE-14 object) uses a sixth-order central
     difference on the unit sphere: offsets are projected onto the tangent plane at the central
     point, so nothing goes wrong at RA = 0/360 or near the poles. :attr:`method` says which.
+    Lookup tables are piecewise bilinear, so their derivative jumps at the table nodes; for
+    them the numerical path differences the pixel's own edges (step ½, second order), which is
+    the mean derivative across the pixel: well defined at pixel centres, where images sample it.
 
     Parameters
     ----------
@@ -165,8 +174,11 @@ class SkyWcs:
         The transformation. An astropy WCS must have celestial axes; extra axes are dropped.
         An APE-14 object must have two pixel axes and two world axes, longitude and latitude
         in degrees.
-    fd_step : float
-        Finite-difference step in pixels for the numerical path.
+    fd_step : float, optional
+        Finite-difference step in pixels for the numerical path: 1 with a sixth-order stencil
+        by default; 0.5 with a second-order stencil (the pixel's own edges, so the mean
+        derivative across the pixel, exact for piecewise-linear tables) when the WCS has
+        lookup-table distortions, whose derivative jumps at the table nodes.
     method : {'auto', 'finite-difference'}
         ``'auto'`` uses the analytic Jacobian where the WCS has one; ``'finite-difference'``
         forces the numerical path (for checks and comparisons).
@@ -187,13 +199,16 @@ class SkyWcs:
     0.039204
     """
 
-    __slots__ = ("_wcs", "_ape14", "_model", "_fd_step", "_world_axes", "_area_fields", "_lock", "_shape", "_frozen")
+    __slots__ = (
+        "_wcs", "_ape14", "_model", "_fd_step", "_fd_order", "_world_axes", "_area_fields", "_lock", "_shape",
+        "_frozen",
+    )
 
-    def __init__(self, wcs: Any, fd_step: float = 1.0, method: str = "auto") -> None:
+    def __init__(self, wcs: Any, fd_step: float | None = None, method: str = "auto") -> None:
         self._frozen = False
         if method not in ("auto", "finite-difference"):
             raise InputError(f"SkyWcs method must be 'auto' or 'finite-difference', got {method!r}")
-        if not (np.isfinite(fd_step) and fd_step > 0):
+        if fd_step is not None and not (np.isfinite(fd_step) and fd_step > 0):
             raise InputError(f"SkyWcs fd_step must be a positive number of pixels, got {fd_step!r}")
         if isinstance(wcs, SkyWcs):
             wcs = wcs._wcs if wcs._wcs is not None else wcs._ape14
@@ -201,7 +216,8 @@ class SkyWcs:
         self._ape14 = None
         self._model: AnalyticTan | None = None
         self._world_axes = (0, 1)
-        self._fd_step = float(fd_step)
+        self._fd_step = 1.0 if fd_step is None else float(fd_step)
+        self._fd_order = 6
         self._shape: tuple[int, int] | None = None
         if isinstance(wcs, WCS):
             if not wcs.has_celestial:
@@ -218,6 +234,11 @@ class SkyWcs:
                 raise InputError(f"invalid celestial WCS ({exc})") from exc
             _check_wcs_values(wcs)
             self._wcs = wcs
+            if _has_lookup_tables(wcs):
+                # Piecewise-bilinear tables have kinks at their nodes (every pixel for ACS's
+                # column D2IM): difference the pixel's own edges, the mean derivative across it.
+                self._fd_order = 2
+                self._fd_step = 0.5 if fd_step is None else float(fd_step)
             if wcs.pixel_shape is not None and all(n and n > 1 for n in wcs.pixel_shape):
                 self._shape = (int(wcs.pixel_shape[1]), int(wcs.pixel_shape[0]))
             if method == "auto":
@@ -332,7 +353,7 @@ class SkyWcs:
         """
         if self._wcs is None:
             raise InputError(f"{type(self._ape14).__name__} WCS cannot be written as FITS header keywords")
-        if any(getattr(self._wcs, n, None) is not None for n in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
+        if _has_lookup_tables(self._wcs):
             raise InputError("WCS has lookup-table distortions (D2IM/CPDIS) that need FITS extensions; "
                              "a header alone cannot represent it")
         return self._wcs.to_header(relax=True)
@@ -417,7 +438,7 @@ class SkyWcs:
             if self._model is not None:
                 out[sl] = self._model.jacobian(xf[sl], yf[sl])
             else:
-                out[sl] = fd_jacobian(self._raw_pixel_to_sky, xf[sl], yf[sl], self._fd_step)
+                out[sl] = fd_jacobian(self._raw_pixel_to_sky, xf[sl], yf[sl], self._fd_step, self._fd_order)
         return out.reshape(xx.shape + (2, 2))
 
     def pixel_area(self, x, y) -> np.ndarray:
@@ -493,7 +514,7 @@ class SkyWcs:
             kind = self._model.kind
         else:
             kind = str(list(self._wcs.wcs.ctype)[0])[5:].strip("-") or "?"
-            if self._wcs.sip is not None:
+            if self._wcs.sip is not None and not kind.endswith("SIP"):
                 kind += "-SIP"
             if self._wcs.det2im1 is not None or self._wcs.det2im2 is not None:
                 kind += "+D2IM"
