@@ -282,3 +282,18 @@ def test_zpn_finite_difference_matches_analytic_area_law():
     area = wcs.pixel_area(x, y)
     np.testing.assert_allclose(area, expected, rtol=1e-8)
     assert area.max() / area.min() > 1.005  # the distortion is visible
+
+
+def test_pickle_for_transport_to_workers():
+    import copy
+    import pickle
+
+    header = hsc_like_sip_header(512, 512)
+    for wcs in (pc.SkyWcs.from_header(header), pc.SkyWcs(WCS(header), method="finite-difference")):
+        back = pickle.loads(pickle.dumps(wcs))
+        assert back == wcs and back.method == wcs.method and back.shape == wcs.shape
+        np.testing.assert_array_equal(back.pixel_area([3.0, 400.0], [7.0, 9.0]), wcs.pixel_area([3.0, 400.0], [7.0, 9.0]))
+        assert copy.deepcopy(wcs).method == wcs.method
+    field = pc.SkyWcs.from_header(header).pixel_area_field(pc.Box(0, 0, 512, 512))
+    image = field.fill()
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(field)).fill(), image)

@@ -201,7 +201,7 @@ class SkyWcs:
 
     __slots__ = (
         "_wcs", "_ape14", "_model", "_fd_step", "_fd_order", "_world_axes", "_area_fields", "_lock", "_shape",
-        "_frozen",
+        "_frozen", "_args",
     )
 
     def __init__(self, wcs: Any, fd_step: float | None = None, method: str = "auto") -> None:
@@ -216,6 +216,7 @@ class SkyWcs:
         self._ape14 = None
         self._model: AnalyticTan | None = None
         self._world_axes = (0, 1)
+        self._args = (fd_step, method)
         self._fd_step = 1.0 if fd_step is None else float(fd_step)
         self._fd_order = 6
         self._shape: tuple[int, int] | None = None
@@ -480,6 +481,11 @@ class SkyWcs:
         ra, dec = self.pixel_to_sky(cx, cy)
         return float(ra), float(dec)
 
+    # -- transport (Dask workers, copies): rebuild from the wrapped WCS, never persisted ----
+    def __reduce__(self):
+        wcs = self._wcs if self._wcs is not None else self._ape14
+        return (_rebuild, (wcs, *self._args, self._shape))
+
     # -- value semantics ---------------------------------------------------------------------
     def _identity(self):
         if self._wcs is None:
@@ -524,3 +530,10 @@ class SkyWcs:
         scale = math.sqrt(abs(np.linalg.det(self._wcs.pixel_scale_matrix))) * 3600.0
         return (f"SkyWcs({kind}, crval=({ra:.6f}, {dec:.6f}), scale={scale:.4g} arcsec/pixel, "
                 f"method={self.method})")
+
+
+def _rebuild(wcs: Any, fd_step: float | None, method: str, shape: tuple[int, int] | None) -> SkyWcs:
+    """Unpickling helper: the same SkyWcs, with an empty pixel-area cache."""
+    sky = SkyWcs(wcs, fd_step=fd_step, method=method)
+    object.__setattr__(sky, "_shape", shape)
+    return sky

@@ -299,6 +299,16 @@ class PixelAreaField(BoundedField):
         self._lock = threading.Lock()
         return self
 
+    def __getstate__(self) -> dict:
+        # For transport to workers (pickle is never used to persist): locks do not pickle.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         state = "not built" if self._method is None else f"method={self._method}, error_bound={self._error:.2g}"
         order = "" if self._cheb is None else f", order={self._cheb.order}"
