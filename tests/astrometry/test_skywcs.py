@@ -292,9 +292,10 @@ def test_pickle_for_transport_to_workers():
     for wcs in (pc.SkyWcs.from_header(header), pc.SkyWcs(WCS(header), method="finite-difference")):
         back = pickle.loads(pickle.dumps(wcs))
         assert back == wcs and back.method == wcs.method and back.shape == wcs.shape
-        # astropy pickles a WCS through header text (17 digits): equal to rounding.
+        # astropy pickles a WCS through header text (17 digits): equal to rounding, which the
+        # finite-difference path amplifies to ~1e-11 (positions of 150 deg carry 3e-14 deg).
         np.testing.assert_allclose(back.pixel_area([3.0, 400.0], [7.0, 9.0]), wcs.pixel_area([3.0, 400.0], [7.0, 9.0]),
-                                   rtol=1e-12)
+                                   rtol=1e-9)
         assert copy.deepcopy(wcs).method == wcs.method
     field = pc.SkyWcs.from_header(header).pixel_area_field(pc.Box(0, 0, 512, 512))
     image = field.fill()
