@@ -350,7 +350,7 @@ class Camera:
             def eqs(p):
                 return self._area_ratio_t(ts, p[0], p[1]) - target
 
-            sol = optimize.fsolve(eqs, [c.area_change_edge / 4, 0.0], xtol=1e-14)
+            sol = optimize.fsolve(eqs, [c.area_change_edge / 4, 0.0], xtol=1e-12)
             return float(sol[0]), float(sol[1])
         a = optimize.brentq(lambda a: float(self._area_ratio_t(1.0, a, 0.0)) - (1 + c.area_change_edge),
                             -0.2, 0.2, xtol=1e-15)

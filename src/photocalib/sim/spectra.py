@@ -136,7 +136,8 @@ def sed_photons(name: str) -> np.ndarray:
         return special[name]()
     for t in stellar_templates():
         if t.name == name:
-            out = _to_photons(np.asarray(t.sed()(WAVELENGTH_NM), dtype=np.float64))
+            # Calling a galsim.SED returns photons/nm/cm^2/s already.
+            out = np.asarray(t.sed()(WAVELENGTH_NM), dtype=np.float64)
             out.flags.writeable = False
             return out
     raise InputError(f"SED {name!r}: unknown; use a stellar template name, 'sky', 'lamp' or 'fiducial'")
@@ -196,6 +197,9 @@ def electrons_per_second_per_njy(band: str, collecting_area_cm2: float) -> float
     Computed with GalSim: ``SED(1 nJy, fnu).calculateFlux(bandpass)`` (photons/cm^2/s, the
     bandpass being the total throughput, QE included) times the collecting area.
     """
-    sed = galsim.SED(galsim.LookupTable([100.0, 3000.0], [_NJY_CGS, _NJY_CGS], interpolant="linear"),
+    # A densely sampled table: GalSim interpolates f_nu after converting to photons, so two end
+    # points would not represent a constant f_nu.
+    wave = np.arange(100.0, 3000.0, 1.0)
+    sed = galsim.SED(galsim.LookupTable(wave, np.full(wave.size, _NJY_CGS), interpolant="linear"),
                      wave_type="nm", flux_type="fnu")
     return float(sed.calculateFlux(bandpass(band)) * collecting_area_cm2)
