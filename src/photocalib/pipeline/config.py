@@ -75,6 +75,10 @@ class BackgroundConfig(_Section):
 
     enabled: bool = True
     mesh_size: int = Field(64, ge=8, description="background mesh cell in pixels")
+    order: int = Field(
+        4, ge=0, le=12,
+        description="Chebyshev order of the sky model (lowered when a small image has too few meshes)",
+    )
 
 
 class MeasureConfig(_Section):
@@ -85,6 +89,11 @@ class MeasureConfig(_Section):
         2.0, gt=0, description="aperture radius in arcsec (None: use aperture_pixels)"
     )
     aperture_pixels: float = Field(5.0, gt=0, description="aperture radius in pixels")
+    apcorr_radius_arcsec: float | None = Field(
+        5.0, gt=0,
+        description="large aperture the fluxes are corrected to, from bright stars (None: no correction)",
+    )
+    apcorr_order: int = Field(0, ge=0, le=4, description="Chebyshev order of the aperture correction")
     match_radius_arcsec: float = Field(
         1.0, gt=0, description="radius for matching detections to stars and the reference"
     )
@@ -154,6 +163,10 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        m = self.measure
+        if m.apcorr_radius_arcsec is not None and m.aperture_arcsec is not None \
+                and m.apcorr_radius_arcsec <= m.aperture_arcsec:
+            raise ValueError("measure.apcorr_radius_arcsec must exceed measure.aperture_arcsec")
         if self.calibration.joint_model == "monolithic" and self.calibration.grey_gradient:
             raise ValueError("calibration.grey_gradient applies to the separated and reference-free models")
         return self

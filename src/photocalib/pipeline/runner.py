@@ -77,6 +77,14 @@ class _Run:
             log.warning("step %r skipped: %s", name, exc)
             self.result.skipped[name] = str(exc)
             return None
+        except OSError as exc:
+            # A full disk, a read-only or vanished folder: stop with one clear line. Every
+            # file is written atomically, so nothing partial is left and a rerun resumes.
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            raise PhotocalibError(
+                f"step {name!r} stopped: {exc.strerror or exc}{where}; finished work is kept, "
+                "fix the cause and rerun the same command to resume"
+            ) from exc
         finally:
             self.result.timings[name] = round(time.perf_counter() - t0, 3)
             self.save_state()
@@ -98,7 +106,7 @@ class _Run:
     # -- steps -----------------------------------------------------------------------------------
     def process(self) -> None:
         # Probe the layers once here so a missing one skips the step instead of failing every task.
-        layer("isr", "process_raw", "run_isr", "isr")
+        layer("isr", "isr_from_hdu")
         infos = self.ex.map(process_unit, list(self.inputs.units), "process detectors", self.ctx)
         self.result.counts["units_processed"] = sum(i.get("status") == "done" for i in infos)
         self.result.counts["units_cached"] = sum(i.get("status") == "cached" for i in infos)
@@ -117,7 +125,7 @@ class _Run:
         cfg = self.config.calibration
         if not cfg.joint:
             raise MissingLayer("the joint fit is switched off ([calibration] joint = false)")
-        fit_joint = layer("fit", "fit_joint")
+        fit_joint = layer("fit|fit.joint", "fit_joint")
         step = "joint"
         if not self.force and self.run.is_done(step, "all"):
             self.result.counts["joint_cached"] = 1
@@ -129,9 +137,13 @@ class _Run:
         # Stars seen once constrain nothing in a relative fit.
         seen = obs.groupby("star")["visit"].transform("nunique")
         obs = obs[seen >= 2].reset_index(drop=True)
-        wcs = {}
+        from ..geom import Box
+
+        wcs, bboxes = {}, {}
         for u in self.units_done("process"):
-            wcs[(u.visit, u.detector)] = _wcs_from_file(self.run.exposure(u.visit, u.detector))[0]
+            w, (ny, nx) = _wcs_from_file(self.run.exposure(u.visit, u.detector))
+            wcs[(u.visit, u.detector)] = w
+            bboxes[u.detector] = Box(0, 0, nx, ny)
         reference = None
         if self.inputs.refcat is not None and (df["ref_id"] >= 0).any():
             matched = df[(df["ref_id"] >= 0) & df["star"].isin(obs["star"])]
@@ -144,10 +156,14 @@ class _Run:
         from ..image import ImageKind
 
         kwargs: dict[str, Any] = {"model": cfg.joint_model, "kind": ImageKind.FLUENCE,
-                                  "reference": reference}
+                                  "reference": reference, "bboxes": bboxes}
         self.result.counts["joint_observations"] = len(obs)
         self.result.counts["joint_stars"] = int(obs["star"].nunique())
-        sol = self.ex.run(_fit_joint_task, fit_joint, obs, wcs, kwargs, self._joint_options())
+        # The fit runs here; its per-visit normal-equation accumulation (the map) runs on the
+        # cluster through the client, and the reduce and solve here.
+        if self.ex.client is not None:
+            kwargs["client"] = self.ex.client
+        sol = _fit_joint_task(fit_joint, obs, wcs, kwargs, self._joint_options())
         self.run.joint_dir.mkdir(parents=True, exist_ok=True)
         outputs = []
         if hasattr(sol, "write"):
@@ -233,6 +249,8 @@ def _fit_joint_task(fit_joint, obs: pd.DataFrame, wcs, kwargs: dict[str, Any], o
     params = inspect.signature(fit_joint).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     extra = {k: v for k, v in options.items() if accepts_any or k in params}
+    if extra.get("grey_gradient") is False:
+        extra.pop("grey_gradient")
     from astropy.table import Table
 
     return fit_joint(Table.from_pandas(obs), wcs, **kwargs, **extra)
@@ -242,6 +260,7 @@ def _coadd_task(coadd, inputs: list[str], grid: dict[str, Any], clip: bool, out:
     from ..image import Exposure
 
     target, shape = grid_wcs(grid)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     exposures = [Exposure.read(p) for p in inputs]
     result = coadd(exposures, target, shape, clip=clip, kernel=grid.get("kernel", "lanczos3"))
     result.write(out)

@@ -31,21 +31,33 @@ __all__ = ["StepContext", "layer", "process_unit", "apply_unit", "MissingLayer"]
 log = logging.getLogger("photocalib.pipeline")
 
 
+#: Warnings already given in this process (a missing layer is reported once, not per detector).
+_WARNED: set[str] = set()
+
+
 class MissingLayer(PhotocalibError):
     """A library layer this step needs is not installed (yet); the step is skipped."""
 
 
 def layer(module: str, *names: str) -> Any:
-    """The first attribute of ``photocalib.<module>`` among ``names``; MissingLayer if none."""
-    try:
-        mod = importlib.import_module(f"photocalib.{module}")
-    except ImportError as exc:
-        raise MissingLayer(f"photocalib.{module} is not available ({exc})") from exc
-    for name in names:
-        value = getattr(mod, name, None)
-        if value is not None:
-            return value
-    raise MissingLayer(f"photocalib.{module} has none of {', '.join(names)}")
+    """The first attribute among ``names`` of ``photocalib.<module>``; MissingLayer if none.
+
+    ``module`` may list alternatives separated by ``|`` (``"fit|fit.joint"``): the package
+    first, then the submodule that defines the name.
+    """
+    errors = []
+    for mod_name in module.split("|"):
+        try:
+            mod = importlib.import_module(f"photocalib.{mod_name}")
+        except ImportError as exc:
+            errors.append(f"photocalib.{mod_name} is not available ({exc})")
+            continue
+        for name in names:
+            value = getattr(mod, name, None)
+            if value is not None:
+                return value
+        errors.append(f"photocalib.{mod_name} has none of {', '.join(names)}")
+    raise MissingLayer("; ".join(errors))
 
 
 @dataclass(frozen=True)
@@ -63,67 +75,64 @@ class StepContext:
         return RunLayout(Path(self.root))
 
 
-# -- reading raw data ------------------------------------------------------------------------------
-def _read_raw(unit: Unit):
-    """(image float32, header with the primary's cards appended, SkyWcs) of one raw HDU."""
-    from astropy.io import fits
-
-    from ..astrometry import SkyWcs
-
-    where = f"{unit.path}[{unit.hdu}]"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with open_fits(unit.path) as hdul:
-            hdu = hdul[unit.hdu]
-            try:
-                data = np.asarray(hdu.data, dtype=np.float32)
-            except Exception as exc:  # noqa: BLE001 - astropy raises many types on bad data
-                raise InputError(f"{where}: cannot read the pixels ({exc}); the file may be truncated") from exc
-            header = hdu.header.copy()
-            if unit.hdu != 0:
-                for card in hdul[0].header.cards:
-                    if card.keyword and card.keyword not in header and card.keyword not in (
-                            "SIMPLE", "EXTEND", "NAXIS", "BITPIX"):
-                        header.append(card)
-            try:
-                wcs = SkyWcs.from_header(hdu.header, hdulist=hdul)
-            except InputError as exc:
-                raise InputError(f"{where}: {exc}") from exc
-    if data.ndim != 2 or data.size == 0:
-        raise InputError(f"{where}: raw image must be a non-empty 2-D array, got shape {data.shape}")
-    return data, fits.Header(header), wcs
-
-
-def _read_flat(spec: str | None):
-    if spec is None:
-        return None
+# -- reading raw data and ISR -------------------------------------------------------------------
+def _flat_spec(spec: str) -> tuple[str, int | None]:
     path, _, rest = spec.partition("[")
-    hdu = int(rest.rstrip("]")) if rest else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with open_fits(path) as hdul:
-            index = hdu if hdu is not None else next(
-                i for i, h in enumerate(hdul) if getattr(h, "data", None) is not None and h.data.ndim == 2)
-            return np.asarray(hdul[index].data, dtype=np.float64), hdul[index].header.copy()
+    return path, (int(rest.rstrip("]")) if rest else None)
 
 
-def run_isr(image: np.ndarray, header, wcs, flat, config: Config, where: str):
-    """Raw ADU → flat-fielded SURFACE_BRIGHTNESS Exposure (count/arcsec²), via photocalib.isr.
+def isr_unit(unit: Unit, flat_spec: str | None, config: Config):
+    """Raw ADU of one detector → flat-fielded SURFACE_BRIGHTNESS Exposure (count/arcsec²).
+
+    Uses :func:`photocalib.isr.isr_from_hdu` (GAIN, RDNOISE, BIAS or overscan, SATURATE from
+    the header) with the detector's dome flat.
 
     Raises
     ------
     MissingLayer
-        If photocalib.isr has no raw-processing entry point yet.
+        If photocalib.isr has no raw-processing entry point.
+    InputError
+        For an unreadable raw HDU, a header without a celestial WCS or ISR keywords, or a
+        detector without a dome flat; the message names the file, HDU, visit and detector.
     """
-    isr = layer("isr", "process_raw", "run_isr", "isr")
+    from ..astrometry import SkyWcs
+
+    isr_from_hdu = layer("isr", "isr_from_hdu")
+    DomeFlat = layer("isr", "DomeFlat")
+    where = f"{unit.path}[{unit.hdu}] (visit {unit.visit}, detector {unit.detector})"
+    if flat_spec is None:
+        raise InputError(f"{where}: no dome flat for detector {unit.detector}; give a flats "
+                         "folder (--flats) with a FITS file whose DETECTOR keyword is "
+                         f"{unit.detector}")
     kwargs: dict[str, Any] = {}
     if config.isr.saturation is not None:
         kwargs["saturation"] = config.isr.saturation
-    flat_image = None if flat is None else flat[0]
-    try:
-        return isr(image, header=header, wcs=wcs, flat=flat_image, **kwargs)
-    except InputError as exc:
-        raise InputError(f"{where}: {exc}") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_fits(unit.path) as hdul:
+            hdu = hdul[unit.hdu]
+            header = hdu.header
+            try:
+                wcs = SkyWcs.from_header(header, hdulist=hdul)
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from exc
+            flat_path, flat_hdu = _flat_spec(flat_spec)
+            try:
+                flat = DomeFlat.read(flat_path, hdu=flat_hdu or 0, wcs=wcs)
+                exp = isr_from_hdu(hdu, flat, wcs=wcs, **kwargs)
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from exc
+            except (TypeError, ValueError, OSError) as exc:
+                raise InputError(f"{where}: cannot read the raw pixels ({exc}); "
+                                 "the file may be truncated") from exc
+    if unit.hdu != 0:
+        # VISIT often lives only in the primary header of an MEF; keep it with the exposure.
+        meta = exp.metadata
+        if "VISIT" not in meta:
+            meta = meta.copy()
+            meta["VISIT"] = unit.visit
+            exp = exp.replace(metadata=meta)
+    return exp, wcs
 
 
 # -- per-detector processing -----------------------------------------------------------------------
@@ -138,6 +147,17 @@ def _sources(exp_fluence, wcs, config: Config):
         phot = aperture_photometry(exp_fluence, x, y, radius_arcsec=config.measure.aperture_arcsec)
     else:
         phot = aperture_photometry(exp_fluence, x, y, radius=config.measure.aperture_pixels)
+    apcorr = np.ones(x.size)
+    m = config.measure
+    if m.apcorr_radius_arcsec is not None and m.aperture_arcsec is not None and x.size:
+        from ..measure import fit_aperture_correction
+
+        try:
+            fit = fit_aperture_correction(exp_fluence, x, y, m.aperture_arcsec, m.apcorr_radius_arcsec,
+                                          order=m.apcorr_order or None, min_snr=max(m.min_snr, 50.0))
+            apcorr = fit.field.evaluate(x, y)
+        except InputError as exc:
+            log.warning("no aperture correction for %s: %s", exp_fluence.metadata.get("EXTNAME", "?"), exc)
     ra, dec = wcs.pixel_to_sky(x, y)
     area = wcs.pixel_area(x, y) if x.size else np.empty(0)
     flags = np.asarray(phot["flags"]).astype(np.int64)
@@ -145,8 +165,9 @@ def _sources(exp_fluence, wcs, config: Config):
         flags = flags | np.where(np.asarray(found["saturated"], bool), 1 << 20, 0)
     df = pd.DataFrame({
         "x": x, "y": y, "ra": np.asarray(ra, float), "dec": np.asarray(dec, float),
-        "instflux": np.asarray(phot["instflux"], float),
-        "instflux_err": np.asarray(phot["instflux_err"], float),
+        "instflux": np.asarray(phot["instflux"], float) * apcorr,
+        "instflux_err": np.asarray(phot["instflux_err"], float) * apcorr,
+        "apcorr": apcorr,
         "flags": flags, "pixel_area": np.asarray(area, float),
     })
     # What the same aperture would sum on the surface-brightness image (fluence / A to first
@@ -197,6 +218,14 @@ def _call_single(fit_single, table, wcs, box, mode: str, order: int):
     return getattr(result, "photo_calib", result)
 
 
+def _background_order(shape: tuple[int, int], mesh: int, order: int) -> int:
+    """The configured order, lowered until the meshes can constrain it (twice over)."""
+    n_mesh = -(-shape[0] // mesh) * -(-shape[1] // mesh)
+    while order > 0 and (order + 1) * (order + 2) > n_mesh:
+        order -= 1
+    return order
+
+
 def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     """Process one raw detector image to a background-subtracted fluence exposure and catalog.
 
@@ -216,14 +245,14 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg = ctx.config
     where = f"{unit.path}[{unit.hdu}] (visit {unit.visit}, detector {unit.detector})"
-    image, header, wcs = _read_raw(unit)
-    flat = _read_flat(ctx.flats.get(unit.detector))
-    sb = run_isr(image, header, wcs, flat, cfg, where)
+    sb, wcs = isr_unit(unit, ctx.flats.get(unit.detector), cfg)
+    band = str(sb.metadata.get("FILTER", "")) or None
     if cfg.background.enabled:
         from ..background import estimate, subtract
 
         # Rule 3: the sky is modelled on the surface-brightness image.
-        bg = estimate(sb, mesh_size=cfg.background.mesh_size)
+        bg = estimate(sb, mesh_size=cfg.background.mesh_size,
+                      order=_background_order(sb.shape, cfg.background.mesh_size, cfg.background.order))
         sb = subtract(sb, bg)
     fluence = sb.to_fluence()
     df = _sources(fluence, wcs, cfg)
@@ -235,7 +264,7 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     df["ref_flux"] = np.nan
     df["ref_flux_err"] = np.nan
     if ctx.refcat is not None:
-        ref = read_reference(ctx.refcat, band=str(header.get("FILTER", "")) or None)
+        ref = read_reference(ctx.refcat, band=band)
         idx, _ = match_nearest(df["ra"], df["dec"], ref["ra"], ref["dec"], cfg.measure.match_radius_arcsec)
         df["ref_index"] = idx
         ok = idx >= 0
@@ -246,7 +275,9 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     try:
         calibs = _single_fits(df, ref, wcs, fluence.bbox, cfg, where)
     except MissingLayer as exc:
-        log.warning("single-detector calibration skipped: %s", exc)
+        if "single" not in _WARNED:
+            _WARNED.add("single")
+            log.warning("single-detector calibration skipped: %s", exc)
         calibs = {}
     for name, calib in calibs.items():
         path = run.single_calib(unit.visit, unit.detector, legacy=(name == "legacy"))
