@@ -352,7 +352,8 @@ def estimate(
         sky on a surface-brightness image is smooth), or a bicubic spline through the mesh
         centres (:class:`MeshSplineField`) for structure on the mesh scale.
     order : int
-        Chebyshev order when ``interpolation="chebyshev"``.
+        Chebyshev order when ``interpolation="chebyshev"``; lowered to one less than the number
+        of meshes along the shorter axis when there are fewer.
 
     Returns
     -------
@@ -381,27 +382,30 @@ def estimate(
     xx, yy = np.meshgrid(grid.x_centers, grid.y_centers)
     err = grid.sigma / np.sqrt(np.maximum(grid.count, 1))
     err = np.where(np.isfinite(err) & (err > 0), err, np.nanmedian(err))
-    nterm = (order + 1) * (order + 2) // 2
-    if level.size < nterm:
-        raise InputError(
-            f"background.estimate: {level.size} meshes cannot constrain a Chebyshev of order {order}; "
-            "lower order or mesh_size"
-        )
+    # A polynomial cannot have more structure along an axis than there are meshes along it.
+    order = int(min(order, min(level.shape) - 1))
     # Meshes spoiled by unmasked sources are clipped against the smooth model itself.
     return robust_field_fit(xx, yy, level, err, order=order, bbox=box, nsigma=5.0).field
 
 
-def background_image(exp, field: BoundedField) -> np.ndarray:
+def background_image(exp, field: BoundedField, dtype=None) -> np.ndarray:
     """The background ``field`` (background SB units) expressed in the exposure's own units.
 
     FLUENCE: field × M; SURFACE_BRIGHTNESS: field × M / A (just the field when M is the area).
+    ``dtype`` defaults to the image's floating dtype (float32 images get a float32 model).
     """
-    model = field.fill()
+    if dtype is None:
+        dtype = np.result_type(exp.image.dtype, np.float32)
+    model = field.fill(dtype=dtype)
     mapping = getattr(exp, "background_mapping", None)
     if exp.kind is ImageKind.FLUENCE:
-        model *= mapping.fill() if mapping is not None else exp.pixel_area_image()
+        if mapping is not None:
+            model *= mapping.fill(dtype=dtype)
+        else:
+            model *= exp.pixel_area_image(dtype=dtype)
     elif mapping is not None:
-        model *= mapping.fill() / exp.pixel_area_image()
+        model *= mapping.fill(dtype=dtype)
+        model /= exp.pixel_area_image(dtype=dtype)
     return model
 
 
@@ -424,7 +428,8 @@ def subtract(exp, field: BoundedField):
         raise InputError(
             f"background.subtract: field box {field.bbox} does not match the image shape {exp.image.shape}"
         )
-    model = background_image(exp, field)
     image = np.asarray(exp.image)
-    out = np.subtract(image, model, dtype=np.result_type(image.dtype, np.float32))
-    return exp.replace(image=out.astype(image.dtype, copy=False))
+    model = background_image(exp, field)
+    # The model array becomes the result: one full-size temporary, not three.
+    np.subtract(image, model, out=model)
+    return exp.replace(image=model)

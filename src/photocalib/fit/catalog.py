@@ -142,7 +142,7 @@ def process_detector(
     match_radius_arcsec: float = 1.0,
     order: int | None = 0,
     min_snr: float = 50.0,
-    deblend: bool = False,
+    deblend: bool = True,
 ) -> DetectorResult:
     """Raw detector HDU → calibrated catalog, following the three rules.
 
@@ -186,7 +186,11 @@ def process_detector(
     fluence = background.subtract(sb, bg).to_fluence()
     found = measure.detect(fluence, threshold, deblend=deblend)
     phot = measure.aperture_photometry(fluence, found["x"], found["y"], radius_arcsec=aperture_arcsec)
-    phot["flags"] = np.asarray(phot["flags"]) | np.where(np.asarray(found["saturated"]), int(measure.PhotFlag.SATURATED), 0)
+    # Detection knows about merged/deblended objects and saturated footprints; keep both.
+    flags = np.asarray(phot["flags"])
+    flags = flags | np.where(np.asarray(found["saturated"]), int(measure.PhotFlag.SATURATED), 0)
+    flags = flags | np.where(np.asarray(found["blended"]), int(measure.PhotFlag.BLENDED), 0)
+    phot["flags"] = flags
     wcs = fluence.wcs
     ra, dec = wcs.pixel_to_sky(np.asarray(phot["x"]), np.asarray(phot["y"]))
     phot["ra"] = np.asarray(ra, dtype=np.float64)
