@@ -163,3 +163,16 @@ def test_wcs_header_that_cannot_be_written(tmp_path):
     with pytest.raises(pc.InputError, match="cannot write the exposure's WCS"):
         pc.Exposure(np.ones((3, 3)), wcs=NoHeader()).write(tmp_path / "x.fits")
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_background_mapping_round_trips(tmp_path, rng):
+    box = pc.Box(0, 0, SHAPE[1], SHAPE[0])
+    flat_ratio = pc.ChebyshevField([[1.0, 0.01], [0.02, 0.0]], box)
+    mapping = WCS.pixel_area_field(box) * flat_ratio
+    exp = pc.Exposure(np.ones(SHAPE), wcs=WCS, kind="FLUENCE", background_mapping=mapping)
+    path = tmp_path / "e.fits"
+    exp.write(path)
+    back = pc.Exposure.read(path)
+    np.testing.assert_allclose(back.background_mapping.fill(), mapping.fill(), rtol=1e-15)
+    with pytest.raises(pc.InputError, match="background_mapping box"):
+        exp.replace(image=np.ones((5, 5)), wcs=None)

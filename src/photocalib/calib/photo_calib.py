@@ -556,6 +556,8 @@ class PhotoCalib:
         hdu = self._field.to_hdu(name)
         hdu.header["PCKIND"] = (self._kind.value, "kind of image the calibration takes")
         hdu.header["PCERR"] = (self._error, "relative 1-sigma error of the calibration")
+        # Header floats keep ~15 significant digits; the hex form keeps every bit.
+        hdu.header["PCERRHEX"] = (self._error.hex(), "PCERR exactly (float.hex)")
         hdu.header["PCIUNIT"] = (self._iunit, "instrumental unit; field is nJy per this")
         return hdu
 
@@ -573,7 +575,8 @@ class PhotoCalib:
         try:
             table = Table.read(hdu)
             field = field_from_table(table)
-            return cls(field, kind, header["PCERR"], header.get("PCIUNIT", "count"))
+            error = float.fromhex(header["PCERRHEX"]) if "PCERRHEX" in header else header["PCERR"]
+            return cls(field, kind, error, header.get("PCIUNIT", "count"))
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - astropy raises many types for a bad table
