@@ -132,7 +132,10 @@ class PixelAreaField(BoundedField):
             to_header = getattr(self._wcs, "to_header", None)
             if callable(to_header):
                 try:
-                    self._wcs_header = to_header().tostring(sep="\n")
+                    # Trailing blanks stripped: FITS string columns drop them, and the table
+                    # must compare equal after a round trip.
+                    text = to_header().tostring(sep="\n")
+                    self._wcs_header = "\n".join(line.rstrip() for line in text.splitlines())
                 except Exception:  # noqa: BLE001 - e.g. a WCS with lookup tables has no header form
                     self._wcs_header = ""
         return self._wcs_header or None
