@@ -138,3 +138,20 @@ def test_tpv_polynomial_is_applied_not_just_tan():
     b = pc.SkyWcs.from_header(tan).pixel_area(1000.0, 2000.0)
     assert abs(a / b - 1) > 1e-3
     assert "TPV" in repr(pc.SkyWcs.from_header(header))
+
+
+def test_tpv_radial_terms_are_analytic_and_exact(rng):
+    # The PTF header has no odd radial terms r, r^3, r^5, r^7 (PV 3, 11, 23, 39); add them.
+    header = fits.Header.fromfile(DATA / "tpvonly.hdr")
+    header["PV1_3"], header["PV1_11"], header["PV1_23"] = 0.002, 0.01, 0.1
+    header["PV2_3"], header["PV2_11"], header["PV2_39"] = -0.001, 0.02, 0.3
+    wcs = pc.SkyWcs.from_header(header)
+    assert wcs.method == "analytic"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        astro = WCS(header)
+    x, y = _points((4096, 2048), 40, rng)
+    ref = reference_jacobian(lambda a, b: astro.all_pix2world(a, b, 0), x, y)
+    np.testing.assert_array_less(np.abs(wcs.pixel_area(x, y) / np.abs(det(ref)) - 1), 1e-7)
+    plain = pc.SkyWcs.from_header(fits.Header.fromfile(DATA / "tpvonly.hdr"))
+    assert np.max(np.abs(plain.pixel_area(x, y) / wcs.pixel_area(x, y) - 1)) > 1e-4
