@@ -245,3 +245,15 @@ def test_exposure_round_trip_with_photo_calib(tmp_path, rng):
     path = tmp_path / "exp.fits"
     exp.write(path)
     assert pc.Exposure.read(path).photo_calib == calib
+
+
+def test_calibrate_catalog_from_pandas():
+    import pandas as pd
+
+    df = pd.DataFrame({"instflux": [10.0, 20.0], "instflux_err": [1.0, 2.0]})
+    out = pc.PhotoCalib(3.0).calibrate_catalog(df)
+    assert isinstance(out, Table)
+    np.testing.assert_array_equal(out["instflux_nJy"], [30.0, 60.0])
+    np.testing.assert_array_equal(out["instflux_nJy_err"], [3.0, 6.0])
+    with pytest.raises(pc.InputError, match="astropy Table"):
+        pc.PhotoCalib(3.0).calibrate_catalog({"instflux": [1.0]})

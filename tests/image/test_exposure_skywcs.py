@@ -176,3 +176,11 @@ def test_background_mapping_round_trips(tmp_path, rng):
     np.testing.assert_allclose(back.background_mapping.fill(), mapping.fill(), rtol=1e-15)
     with pytest.raises(pc.InputError, match="background_mapping box"):
         exp.replace(image=np.ones((5, 5)), wcs=None)
+
+
+def test_astropy_wcs_is_wrapped_and_big_endian_kept(rng):
+    img = rng.normal(size=SHAPE).astype(">f4")
+    exp = pc.Exposure(img, wcs=WCS.astropy_wcs)
+    assert isinstance(exp.wcs, pc.SkyWcs) and exp.wcs == WCS
+    assert exp.image.dtype == np.float32 and exp.image.dtype.isnative
+    np.testing.assert_array_equal(exp.image, img)

@@ -405,8 +405,9 @@ class PhotoCalib:
 
         Parameters
         ----------
-        table : astropy.table.Table
-            Instrumental fluxes measured on images of this calibration's kind.
+        table : astropy.table.Table or pandas.DataFrame
+            Instrumental fluxes measured on images of this calibration's kind (a DataFrame is
+            converted; the result is a Table).
         flux_columns : str or sequence of str
             Columns to calibrate.
         x, y : str
@@ -420,7 +421,13 @@ class PhotoCalib:
             A named column is missing.
         """
         if not isinstance(table, Table):
-            raise InputError(f"calibrate_catalog needs an astropy Table, got {type(table).__name__}")
+            if type(table).__name__ == "DataFrame":  # pandas, without importing it here
+                table = Table.from_pandas(table)
+            else:
+                raise InputError(
+                    f"calibrate_catalog needs an astropy Table (or a pandas DataFrame), got "
+                    f"{type(table).__name__}"
+                )
         if isinstance(flux_columns, str):
             flux_columns = (flux_columns,)
         needed = list(flux_columns) + ([] if self._field.is_constant else [x, y])

@@ -93,9 +93,12 @@ class SplineField(BoundedField):
     >>> import numpy as np
     >>> from photocalib import Box
     >>> box = Box(0, 0, 100, 80)
-    >>> f = SplineField.on_grid(np.ones((5, 6)), box)
-    >>> float(f.evaluate(10.0, 20.0)), f.mean()
-    (1.0, 1.0)
+    >>> gx, gy = SplineField.regular_grid(box, (6, 5))
+    >>> f = SplineField(box, gx, gy, 2.0 + gx[None, :] ** 3 / 1e6 + 0 * gy[:, None])
+    >>> round(float(f.evaluate(10.0, 20.0)), 12)   # cubics are reproduced exactly
+    2.001
+    >>> round(f.mean(), 12)                        # 2 + mean of x³/1e6 over [-0.5, 99.5]
+    2.245037375
     """
 
     def __init__(self, bbox: Box, grid_x, grid_y, values) -> None:

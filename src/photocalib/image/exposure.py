@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -84,17 +85,28 @@ def pixel_area_image(wcs: Any, box: Box, dtype=np.float64, squared: bool = False
     hit = _cache_get(key, wcs)
     if hit is not None:
         return hit
-    if squared or dtype != np.float64:
-        base = pixel_area_image(wcs, box, np.float64)
-        # Square and round from the float64 fill, so float32 A² is the correctly rounded value.
-        array = np.square(base).astype(dtype, copy=False) if squared else base.astype(dtype)
-    else:
-        array = np.asarray(wcs.pixel_area_field(box).fill(dtype=np.float64), dtype=np.float64)
-        if array.shape != box.shape:
-            raise InputError(f"pixel_area_field({box}).fill() returned shape {array.shape}")
-    array.setflags(write=False)
-    _cache_put(key, wcs, array)
-    return array
+    base_key = (id(wcs), box, np.dtype(np.float64).str, False)
+    base = _cache_get(base_key, wcs)
+    if base is None:
+        base = np.asarray(wcs.pixel_area_field(box).fill(dtype=np.float64), dtype=np.float64)
+        if base.shape != box.shape:
+            raise InputError(f"pixel_area_field({box}).fill() returned shape {base.shape}")
+        base.setflags(write=False)
+        if dtype == np.float64 and not squared:
+            _cache_put(base_key, wcs, base)
+            return base
+    # A and A² in the requested dtype, each rounded once from the float64 fill; the float64
+    # image itself is kept only when asked for, so a float32 detector costs 2 x 4 bytes/pixel.
+    result = None
+    for sq in (False, True):
+        if dtype == np.float64 and not sq:
+            continue
+        array = np.square(base).astype(dtype, copy=False) if sq else base.astype(dtype)
+        array.setflags(write=False)
+        _cache_put((id(wcs), box, dtype.str, sq), wcs, array)
+        if sq == squared:
+            result = array
+    return result
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -110,8 +122,9 @@ def _as_image(image, name: str = "image") -> np.ndarray:
         raise InputError(f"Exposure {name} must be 2-D, got shape {a.shape}")
     if a.size == 0:
         raise InputError(f"Exposure {name} is empty (shape {a.shape})")
-    if a.dtype == np.float32 or a.dtype == np.float64:
-        return a
+    if a.dtype.kind == "f" and a.dtype.itemsize in (4, 8):
+        # FITS data arrive big-endian; arithmetic wants native order at the same precision.
+        return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
     if a.dtype.kind in "biuf":
         # Integer or half-precision input: float64 holds every int32 and int64 up to 2**53.
         return a.astype(np.float32 if a.dtype == np.float16 else np.float64)
@@ -153,14 +166,25 @@ def _as_header(metadata) -> fits.Header:
         return metadata.copy()
     if isinstance(metadata, dict):
         header = fits.Header()
-        for key, value in metadata.items():
-            if isinstance(value, str | int | float | bool | np.number | np.bool_):
-                header[str(key)[:8] if len(str(key)) <= 8 else f"HIERARCH {key}"] = value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # long keys become HIERARCH cards, with a warning
+            for key, value in metadata.items():
+                # Only what a FITS card can hold; nested objects have no header form.
+                if isinstance(value, str | int | float | bool | np.number | np.bool_):
+                    header[str(key)] = value
         return header
     raise InputError(f"Exposure metadata must be an astropy Header or dict, got {type(metadata).__name__}")
 
 
-_UNSET: Any = object()
+def _wrap_astropy_wcs(wcs):
+    """An astropy WCS wrapped in a SkyWcs (anything else is returned as it is)."""
+    from astropy.wcs import WCS
+
+    if isinstance(wcs, WCS):
+        from ..astrometry import SkyWcs
+
+        return SkyWcs(wcs)
+    return wcs
 
 
 class Exposure:
@@ -182,8 +206,9 @@ class Exposure:
         Variance of each pixel value, same shape (``None``: unknown).
     mask : array_like, optional
         uint32 :class:`MaskPlane` bits, same shape; booleans become ``BAD``. Default all zero.
-    wcs : SkyWcs, optional
-        The WCS; needed for kind conversions and for :meth:`pixel_area_field`.
+    wcs : SkyWcs or astropy.wcs.WCS, optional
+        The WCS (an astropy WCS is wrapped in a SkyWcs); needed for kind conversions and for
+        :meth:`pixel_area_field`.
     kind : ImageKind or str
         ``SURFACE_BRIGHTNESS`` (default) or ``FLUENCE``.
     unit : astropy unit or str, optional
@@ -243,6 +268,8 @@ class Exposure:
                     f"Exposure variance shape {var.shape} does not match image shape {img.shape}"
                 )
         kind = ImageKind.parse(kind)
+        if wcs is not None and not hasattr(wcs, "pixel_area_field"):
+            wcs = _wrap_astropy_wcs(wcs)
         if wcs is not None and not hasattr(wcs, "pixel_area_field"):
             raise InputError(
                 f"Exposure wcs must be a photocalib SkyWcs, got {type(wcs).__name__}; "

@@ -20,6 +20,7 @@ from .._io import atomic_write_hdulist, open_fits
 from ..errors import InputError, PhotocalibError
 from ..fields import field_from_table
 from .kind import ImageKind
+from .mask import MaskPlane
 
 __all__ = ["write_exposure", "read_exposure", "check_complete", "ARCSEC2_TO_SR"]
 
@@ -93,7 +94,7 @@ def write_exposure(exp, path: str | os.PathLike, overwrite: bool = True) -> None
         vh["BUNIT"] = ((exp.unit**2).to_string(), "unit of the variance")
         hdus.append(fits.ImageHDU(data=np.asarray(exp.variance), header=vh, name="VARIANCE"))
     mh = fits.Header()
-    for plane in type_mask_planes():
+    for plane in MaskPlane:
         mh[f"MP_{plane.name}"[:8]] = (int(plane.value), f"mask bit of {plane.name}")
     hdus.append(fits.ImageHDU(data=np.asarray(exp.mask), header=mh, name="MASK", uint=True))
     if exp.photo_calib is not None and hasattr(exp.photo_calib, "to_hdu"):
@@ -101,13 +102,6 @@ def write_exposure(exp, path: str | os.PathLike, overwrite: bool = True) -> None
     if exp.background_mapping is not None:
         hdus.append(exp.background_mapping.to_hdu("BGMAP"))
     atomic_write_hdulist(fits.HDUList(hdus), path, overwrite=overwrite)
-
-
-def type_mask_planes():
-    """The mask planes, for header documentation."""
-    from .mask import MaskPlane
-
-    return list(MaskPlane)
 
 
 def _pick_image_hdu(hdul: fits.HDUList, path, hdu) -> tuple[int | str, fits.hdu.base._BaseHDU]:
