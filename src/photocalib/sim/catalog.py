@@ -160,6 +160,8 @@ def observations_from_truth(
         ra0, dec0, rad = survey.footprint()
         stars = make_stars(ra0, dec0, rad, density=density, mag_range=mag_range, band=survey.band, seed=seed)
     rng = np.random.default_rng([seed, 17])
+    # a separate stream, so adding outliers leaves every noise draw as it was
+    rng_out = np.random.default_rng([seed, 19])
     band = survey.band
     cfg = camera.config
     ny, nx = cfg.detector_shape
@@ -227,9 +229,10 @@ def observations_from_truth(
                 true_inst = inst_f
                 err = err_f
             meas = true_inst + (err * rng.standard_normal(idx.size) if noise else 0.0)
-            out = rng.uniform(size=idx.size) < outlier_fraction
+            out = rng_out.uniform(size=idx.size) < outlier_fraction
+            dm = rng_out.uniform(*outlier_mag, size=idx.size) * rng_out.choice([-1.0, 1.0], size=idx.size)
             if out.any():
-                dm = rng.uniform(*outlier_mag, size=int(out.sum())) * rng.choice([-1.0, 1.0], size=int(out.sum()))
+                dm = dm[out]
                 meas[out] *= 10 ** (-0.4 * dm)
             cols["visit"].append(np.full(idx.size, v.visit))
             cols["detector"].append(np.full(idx.size, d.id))

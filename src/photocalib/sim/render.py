@@ -20,8 +20,8 @@ from .survey import Survey
 __all__ = ["RenderedDetector", "render_detector", "dome_flat", "monochromatic_flats",
            "mono_wavelengths", "raw_header", "stamp_half_size", "noise_seed"]
 
-#: Stamp half-size in units of the FWHM; a Moffat (beta 3.5) loses < 5e-5 of its flux beyond it.
-STAMP_FWHM = 7.0
+#: Stamp half-size in units of the FWHM; a Moffat (beta 3.5) loses ~2e-5 of its flux beyond it.
+STAMP_FWHM = 9.0
 
 
 def noise_seed(*parts: int) -> int:
