@@ -139,21 +139,37 @@ def test_variance_is_squared_weights_times_area_squared(scene):
     np.testing.assert_allclose(res.variance[nz], res.image[nz] ** 2, rtol=1e-10)
 
 
-def test_mask_grows_by_bilinear_footprint(scene):
+def _mapped_offsets(scene, bits, b):
+    """Input-pixel offsets from pixel ``b`` of the output pixels whose mask has ``bits``."""
     n = scene.image.shape[0]
     mask = np.zeros(scene.image.shape, dtype=np.uint32)
-    mask[n // 2, n // 2] = MaskPlane.SAT
-    exp = scene.exposure.replace(mask=mask)
-    warped = warp_exposure(exp, scene.target, scene.out_shape)
-    flagged = (warped.mask & MaskPlane.SAT) != 0
-    # output pixels whose mapped position is within one input pixel of the bad one (in x and y)
-    yy, xx = np.nonzero(flagged)
+    mask[b, b] = bits
+    warped = warp_exposure(scene.exposure.replace(mask=mask), scene.target, scene.out_shape)
+    ny, nx = scene.out_shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
     xi, yi = scene.wcs.sky_to_pixel(*scene.target.pixel_to_sky(xx.astype(float), yy.astype(float)))
-    assert np.all(np.abs(xi - n // 2) < 1) and np.all(np.abs(yi - n // 2) < 1)
-    # and every output pixel mapped within the 2x2 footprint of it is flagged
-    xo, yo = scene.target.sky_to_pixel(*scene.wcs.pixel_to_sky(float(n // 2), float(n // 2)))
-    assert flagged[int(round(float(yo))), int(round(float(xo)))]
+    flagged = (warped.mask & bits) != 0
+    assert n > b
+    return flagged, xi - b, yi - b
+
+
+def test_informational_mask_bits_grow_by_the_bilinear_footprint(scene):
+    b = scene.image.shape[0] // 2
+    flagged, dx, dy = _mapped_offsets(scene, MaskPlane.DETECTED, b)
+    # flagged exactly where the pixel is in the point's bilinear footprint: |offset| < 1
+    near = (np.abs(dx) < 1) & (np.abs(dy) < 1)
+    np.testing.assert_array_equal(flagged, near)
     assert 1 <= flagged.sum() <= 9
+
+
+def test_bad_mask_bits_grow_by_the_lanczos_support(scene):
+    b = scene.image.shape[0] // 2 + 5
+    flagged, dx, dy = _mapped_offsets(scene, MaskPlane.SAT, b)
+    # every output pixel whose Lanczos-3 taps include the bad pixel (floor(x) - 2 .. floor(x) + 3)
+    # is flagged, so no value from a bad pixel leaks out unflagged; nothing further is flagged
+    tapped = (np.floor(dx) >= -3) & (np.floor(dx) <= 2) & (np.floor(dy) >= -3) & (np.floor(dy) <= 2)
+    assert np.all(flagged[tapped])
+    assert np.all((np.abs(dx[flagged]) < 3) & (np.abs(dy[flagged]) < 3))
 
 
 def test_outside_input_is_no_data(scene):

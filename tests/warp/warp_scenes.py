@@ -9,7 +9,8 @@ from astropy.io import fits
 import photocalib as pc
 
 
-def sip_header(n: int = 768, scale: float = 0.2, k: float = 6e-8, ra: float = 150.0, dec: float = 2.0) -> fits.Header:
+def sip_header(n: int = 768, scale: float = 0.2, k: float = 6e-8, ra: float = 150.0, dec: float = 2.0,
+               rotation: float = 7.0) -> fits.Header:
     """A TAN-SIP header whose pixel area varies by about 10 % (cubic radial + quadratic terms)."""
     h = fits.Header()
     h["NAXIS"] = 2
@@ -22,7 +23,7 @@ def sip_header(n: int = 768, scale: float = 0.2, k: float = 6e-8, ra: float = 15
     h["CRVAL1"] = ra
     h["CRVAL2"] = dec
     s = scale / 3600
-    th = np.radians(7.0)
+    th = np.radians(rotation)
     h["CD1_1"] = -s * np.cos(th)
     h["CD1_2"] = s * np.sin(th)
     h["CD2_1"] = s * np.sin(th)
@@ -124,3 +125,36 @@ class Scene:
         )
         self.exposure = pc.Exposure(self.image, variance=np.full(self.image.shape, 4.0), wcs=self.wcs,
                                     kind=pc.ImageKind.FLUENCE, unit="count")
+
+
+def dithered_exposures(n_exp: int = 4, n: int = 384, seed: int = 11, sky: float = 400.0,
+                       sigmas=(0.30, 0.36, 0.42, 0.48, 0.33)):
+    """Dithered, rotated, differently distorted exposures of the same stars, with noise.
+
+    Each exposure is a FLUENCE image in counts with a constant FLUENCE PhotoCalib (nJy per
+    count, different per exposure), a variance plane (sky + source photon noise) and its own
+    PSF width. Returns (exposures, star RA, star Dec, true flux in nJy, (ra0, dec0)).
+    """
+    rng = np.random.default_rng(seed)
+    ra0, dec0 = 30.0, -5.0
+    # stars on a jittered grid inside the common footprint (+-25 arcsec)
+    g = np.linspace(-24.0, 24.0, 5)
+    gx, gy = np.meshgrid(g, g)
+    dxi = (gx.ravel() + rng.uniform(-1.5, 1.5, gx.size)) / 3600
+    deta = (gy.ravel() + rng.uniform(-1.5, 1.5, gx.size)) / 3600
+    dec = dec0 + deta
+    ra = ra0 + dxi / np.cos(np.radians(dec0))
+    flux_njy = 10 ** rng.uniform(5.5, 6.5, ra.size)
+    exposures = []
+    for i in range(n_exp):
+        h = sip_header(n, k=4e-8 * (1 + 0.3 * i), ra=ra0 + rng.uniform(-6, 6) / 3600,
+                       dec=dec0 + rng.uniform(-6, 6) / 3600, rotation=rng.uniform(0, 360))
+        wcs = pc.SkyWcs.from_header(h)
+        calib = rng.uniform(0.8, 1.3)  # nJy per count
+        model = render_stars(h, ra, dec, flux_njy / calib, sigma_arcsec=sigmas[i % len(sigmas)])
+        area = wcs.pixel_area_field(pc.Box(0, 0, n, n)).fill()
+        variance = sky * area + model  # counts^2: sky and source photon noise (gain 1)
+        image = model + rng.normal(size=model.shape) * np.sqrt(variance)
+        exposures.append(pc.Exposure(image, variance=variance, wcs=wcs, kind=pc.ImageKind.FLUENCE,
+                                     unit="count", photo_calib=pc.PhotoCalib(calib, kind=pc.ImageKind.FLUENCE)))
+    return exposures, ra, dec, flux_njy, (ra0, dec0)

@@ -35,12 +35,12 @@ class CoaddResult:
     ----------
     exposure : Exposure
         FLUENCE image in nJy per output pixel: the inverse-variance weighted mean of the
-        accepted inputs; variance ``1 / sum(w)``; mask ``NO_DATA`` where no input contributed,
+        accepted inputs; variance ``sum(w² V) / sum(w)²``; mask ``NO_DATA`` where no input contributed,
         otherwise the OR of the contributing inputs' masks; ``photo_calib`` the constant
         1 nJy per unit FLUENCE calibration; metadata ``PCKIND``, ``NINPUTS``, ``PCCLIP`` and
         the grid's pixel area (``PAREAMEA``/``PAREAMIN``/``PAREAMAX``).
     weight : numpy.ndarray
-        ``sum(1 / variance)`` of the inputs used at each pixel, 1/nJy².
+        Sum of the weights of the inputs used at each pixel (1/nJy²).
     count : numpy.ndarray
         Number of inputs used at each pixel (int32).
     rejected : numpy.ndarray
@@ -96,12 +96,12 @@ def _calibrated(exp: Exposure, index: int) -> Exposure:
     name = f"exposures[{index}]"
     if exp.photo_calib is not None:
         exp = exp.photo_calib.calibrate_image(exp)
-    elif exp.unit != u.nJy:
+    require_kind(exp.kind, ImageKind.FLUENCE, f"coadd ({name})", what=name)
+    if exp.unit != u.nJy:
         raise InputError(
             f"coadd: {name} has unit {exp.unit} and no photo_calib; attach a PhotoCalib "
             "(exp.replace(photo_calib=...)) or calibrate it to nJy first"
         )
-    require_kind(exp.kind, ImageKind.FLUENCE, f"coadd ({name})", what=name)
     if exp.variance is None:
         raise InputError(f"coadd: {name} has no variance, so it cannot be inverse-variance weighted")
     return exp
@@ -113,6 +113,8 @@ def coadd(
     shape: tuple[int, int],
     clip: bool = False,
     clip_sigma: float = 4.0,
+    clip_relative: float = 0.2,
+    weighting: str = "exposure",
     kernel: str = "lanczos3",
     bad_mask: int = DEFAULT_BAD_MASK,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -121,20 +123,34 @@ def coadd(
 
     Every exposure is calibrated to nJy fluence (``photo_calib.calibrate_image``; an exposure
     without a calibration must already be a FLUENCE image in nJy), warped onto ``target_wcs``
-    with :func:`warp_exposure` (flux conserving), and averaged pixel by pixel:
-    :math:`\bar f = \sum w_i f_i / \sum w_i`, :math:`w_i = 1/V_i`, variance
-    :math:`1/\sum w_i`. Pixels whose warped mask has any of ``bad_mask`` set, or with no
-    finite positive variance, are left out.
+    with :func:`warp_exposure` (flux conserving), and averaged pixel by pixel,
+    :math:`\bar f = \sum w_i f_i / \sum w_i`, with variance
+    :math:`\sum w_i^2 V_i / (\sum w_i)^2`. Pixels whose warped mask has any of ``bad_mask``
+    set, or with no finite positive variance, are left out (the weights renormalise).
+
+    ``weighting="exposure"`` (default) gives each input one weight, the inverse of its median
+    warped variance (the sky noise): the coadd of a source is then the weighted mean of its
+    calibrated fluxes whatever each input's PSF, so photometry on the coadd is unbiased.
+    ``weighting="pixel"`` uses :math:`w_i = 1/V_i` per pixel, the least-noise mean where the
+    sky dominates, but where the variance includes the sources' own photon noise it gives
+    less weight to the input in which a star is sharper (brighter core), which biases bright
+    stars' fluxes when the PSFs differ.
 
     With ``clip=True`` outliers are rejected before the mean: the centre is the per-pixel
     median of the inputs, and an input is rejected where
-    :math:`|f_i - \mathrm{median}| > \mathrm{clip\_sigma}\,\sqrt{V_i}`; this removes
-    transients, satellite trails and cosmic rays seen in one input, and needs at least three
-    inputs at a pixel (with fewer nothing is clipped there).
+    :math:`|f_i - m| > \mathrm{clip\_sigma}\,\sqrt{V_i} + \mathrm{clip\_relative}\,|m|`.
+    This removes transients, satellite trails and cosmic rays seen in one input; the relative
+    term tolerates small differences in the cores of bright stars. It needs at least three
+    inputs at a pixel (with fewer, or where every input would be rejected, nothing is clipped
+    there). The comparison is pixel by pixel on unmatched warps, so it assumes the inputs'
+    PSFs are alike: where they differ much (e.g. seeing 0.7" against 1.1"), the cores and
+    wings of bright stars differ between inputs by far more than their noise, get clipped in
+    some inputs and not others, and the stars' coadd fluxes are biased at the 1 % level; coadd
+    such inputs with ``clip=False`` (or PSF-match them first).
 
     Each warp's variance ignores the covariance the kernel introduces between neighbouring
-    pixels (see :mod:`photocalib.warp.warp`); the weights only need to be relative, and the
-    coadd variance has the same per-pixel meaning.
+    pixels (see :mod:`photocalib.warp.warp`), so the coadd variance is per pixel in the same
+    sense.
 
     Parameters
     ----------
@@ -148,6 +164,10 @@ def coadd(
         Reject outliers against the median before averaging.
     clip_sigma : float
         Rejection threshold in units of each input's own noise.
+    clip_relative : float
+        Extra threshold as a fraction of the median.
+    weighting : {"exposure", "pixel"}
+        One inverse-variance weight per input, or per pixel.
     kernel : {"lanczos3", "bilinear"}
         Warp kernel.
     bad_mask : int
@@ -162,7 +182,7 @@ def coadd(
     Raises
     ------
     InputError
-        No exposures, an uncalibrated non-nJy input, a missing variance or WCS.
+        No exposures, an uncalibrated non-nJy input, a missing variance or WCS, a bad option.
     ImageKindError
         An input that is not FLUENCE after calibration (e.g. a SURFACE_BRIGHTNESS image with a
         FLUENCE calibration).
@@ -170,59 +190,65 @@ def coadd(
     exposures = list(exposures)
     if not exposures:
         raise InputError("coadd needs at least one exposure")
-    if not clip_sigma > 0:
-        raise InputError(f"coadd clip_sigma must be positive, got {clip_sigma}")
+    if not clip_sigma > 0 or not clip_relative >= 0:
+        raise InputError(f"coadd clip_sigma must be positive and clip_relative >= 0, got {clip_sigma}, {clip_relative}")
+    if weighting not in ("exposure", "pixel"):
+        raise InputError(f"coadd weighting must be 'exposure' or 'pixel', got {weighting!r}")
     ny, nx = _check_shape(shape)
     dst = as_sky_wcs(target_wcs, "target_wcs")
 
     warps = []
+    good = []
     for i, exp in enumerate(exposures):
         calibrated = _calibrated(exp, i)
         # the calibrated exposure carries the identity calibration, which warps as it is
         w = warp_exposure(calibrated, dst, (ny, nx), kernel=kernel, tolerance=tolerance)
-        warps.append(w)
-
-    shape2 = (ny, nx)
-    good = []
-    for w in warps:
-        var = w.variance
         with np.errstate(invalid="ignore"):
-            ok = ((w.mask & np.uint32(bad_mask)) == 0) & np.isfinite(w.image) & np.isfinite(var) & (var > 0)
+            ok = ((w.mask & np.uint32(bad_mask)) == 0) & np.isfinite(w.image) & np.isfinite(w.variance)
+            ok &= w.variance > 0
+        warps.append(w)
         good.append(ok)
 
-    rejected = np.zeros(shape2, dtype=np.int32)
+    rejected = np.zeros((ny, nx), dtype=np.int32)
     if clip and len(warps) >= 3:
-        good, rejected = _clip(warps, good, clip_sigma)
+        good, rejected = _clip(warps, good, clip_sigma, clip_relative)
 
-    num = np.zeros(shape2)
-    wsum = np.zeros(shape2)
-    count = np.zeros(shape2, dtype=np.int32)
-    bits = np.zeros(shape2, dtype=np.uint32)
+    num = np.zeros((ny, nx))
+    wsum = np.zeros((ny, nx))
+    vsum = np.zeros((ny, nx))
+    count = np.zeros((ny, nx), dtype=np.int32)
+    bits = np.zeros((ny, nx), dtype=np.uint32)
     for w, ok in zip(warps, good, strict=True):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            weight = np.where(ok, 1.0 / w.variance, 0.0)
+        var = np.where(ok, w.variance, 0.0)
+        if weighting == "exposure":
+            weight = np.where(ok, 1.0 / np.median(w.variance[ok]) if ok.any() else 0.0, 0.0)
+        else:
+            with np.errstate(divide="ignore"):
+                weight = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
         num += weight * np.where(ok, w.image, 0.0)
         wsum += weight
+        vsum += weight * weight * var
         count += ok
         bits |= np.where(ok, w.mask, np.uint32(0)).astype(np.uint32)
 
     has = wsum > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         image = np.where(has, num / wsum, np.nan)
-        variance = np.where(has, 1.0 / wsum, np.nan)
+        variance = np.where(has, vsum / (wsum * wsum), np.nan)
     bits[~has] |= np.uint32(MaskPlane.NO_DATA)
 
     from ..calib import PhotoCalib
 
     box = Box(0, 0, nx, ny)
     metadata = fits.Header()
-    meta = area_metadata(dst, box)
     metadata["PCKIND"] = (ImageKind.FLUENCE.value, "coadd of calibrated fluence warps")
     metadata["NINPUTS"] = (len(exposures), "number of exposures coadded")
+    metadata["PCWEIGHT"] = (weighting, "inverse-variance weights per exposure or pixel")
     metadata["PCCLIP"] = (bool(clip), "outliers clipped against the median")
     metadata["PCCLIPS"] = (float(clip_sigma), "clip threshold [sigma]")
+    metadata["PCCLIPR"] = (float(clip_relative), "clip threshold [fraction of the median]")
     metadata["PCWARPK"] = (str(kernel).lower(), "warp kernel")
-    for key, value in meta.items():
+    for key, value in area_metadata(dst, box).items():
         metadata[key] = value
     exposure = Exposure(
         image,
@@ -243,21 +269,23 @@ def coadd(
     )
 
 
-def _clip(warps: list[Exposure], good: list[np.ndarray], clip_sigma: float):
-    """Reject inputs further than ``clip_sigma`` of their own noise from the per-pixel median."""
+def _clip(warps: list[Exposure], good: list[np.ndarray], clip_sigma: float, clip_relative: float):
+    """Reject inputs further than their noise threshold from the per-pixel median."""
+    import warnings
+
     stack = np.stack([np.where(ok, w.image, np.nan) for w, ok in zip(warps, good, strict=True)])
     n_ok = np.sum(np.isfinite(stack), axis=0)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no data there
-            centre = np.nanmedian(stack, axis=0)
-    rejected = np.zeros(centre.shape, dtype=np.int32)
-    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no data there
+        centre = np.nanmedian(stack, axis=0)
+    outliers = []
     for w, ok, values in zip(warps, good, stack, strict=True):
         with np.errstate(invalid="ignore"):
-            outlier = ok & (n_ok >= 3) & (np.abs(values - centre) > clip_sigma * np.sqrt(w.variance))
-        rejected += outlier
-        out.append(ok & ~outlier)
+            limit = clip_sigma * np.sqrt(w.variance) + clip_relative * np.abs(centre)
+            outliers.append(ok & (n_ok >= 3) & (np.abs(values - centre) > limit))
+    rejected = np.sum(outliers, axis=0, dtype=np.int32)
+    # where every input would go there is no consensus to clip against: keep them all
+    keep_all = rejected >= n_ok
+    rejected[keep_all] = 0
+    out = [ok & ~(bad & ~keep_all) for ok, bad in zip(good, outliers, strict=True)]
     return out, rejected

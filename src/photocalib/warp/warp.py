@@ -58,6 +58,7 @@ from . import _kernels
 from .mapping import DEFAULT_TOLERANCE, PixelMapping
 
 __all__ = [
+    "GROW_BITS",
     "KERNELS",
     "MODES",
     "WarpResult",
@@ -72,6 +73,29 @@ __all__ = [
 KERNELS = {"lanczos3": _kernels.LANCZOS3, "bilinear": _kernels.BILINEAR}
 #: Warp modes: ``fluence`` (FLUENCE in and out, flux conserved) and ``surface_brightness``.
 MODES = ("fluence", "surface_brightness")
+#: Mask bits grown to the full kernel support before warping (values there are not trusted).
+GROW_BITS = int(MaskPlane.BAD | MaskPlane.SAT | MaskPlane.CR | MaskPlane.NO_DATA)
+
+
+def _grow_bits(mask: np.ndarray, bits: np.uint32, radius: int) -> np.ndarray:
+    """``mask`` with ``bits`` ORed into every pixel within ``radius`` (a square), separably."""
+    sel = mask & bits
+    if not sel.any():
+        return mask
+    grown = sel.copy()
+    for axis in (1, 0):
+        base = grown.copy()
+        n = base.shape[axis]
+        for shift in range(1, radius + 1):
+            if shift >= n:
+                break
+            lo = [slice(None)] * 2
+            hi = [slice(None)] * 2
+            lo[axis] = slice(0, n - shift)
+            hi[axis] = slice(shift, n)
+            grown[tuple(lo)] |= base[tuple(hi)]
+            grown[tuple(hi)] |= base[tuple(lo)]
+    return mask | grown
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,6 +218,7 @@ def warp_arrays(
     src_area: np.ndarray | None = None,
     dst_area: np.ndarray | None = None,
     mapping: PixelMapping | None = None,
+    grow_bits: int = GROW_BITS,
 ) -> WarpResult:
     """Warp plain arrays: the engine under :func:`warp_exposure`.
 
@@ -220,6 +245,12 @@ def warp_arrays(
         Pixel-area images (arcsec²) of input and output; computed from the WCSs if omitted.
     mapping : PixelMapping, optional
         A mapping built before (reuse across images that share both WCSs).
+    grow_bits : int
+        Mask bits of pixels whose values must not be trusted (default ``BAD | SAT | CR |
+        NO_DATA``). The output mask is the OR of the input mask over each point's bilinear
+        footprint; these bits are first grown by the Lanczos support (2 pixels around the
+        bilinear footprint), so that every output pixel into which such a value leaked is
+        flagged.
 
     Returns
     -------
@@ -256,6 +287,8 @@ def warp_arrays(
         if mask.shape != image.shape:
             raise InputError(f"mask shape {mask.shape} differs from image shape {image.shape}")
         mask = np.ascontiguousarray(mask, dtype=np.uint32)
+        if order == _kernels.LANCZOS3:
+            mask = _grow_bits(mask, np.uint32(grow_bits), 2)
     else:
         mask = np.zeros((1, 1), dtype=np.uint32)
 
