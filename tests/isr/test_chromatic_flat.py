@@ -175,9 +175,17 @@ def test_flatten_field_and_ratio_field(cube_wl):
     np.testing.assert_allclose(f1.fill(), direct_img, rtol=0, atol=1e-12)
     f4 = flat.flatten_field(vega, order=3, bin_size=4)
     np.testing.assert_allclose(f4.fill(), direct_img, rtol=0, atol=1e-12)
+    # a spline reproduces bicubics, so it is exact here too
+    fs = flat.flatten_field(vega, kind="spline", nodes=(5, 6), bin_size=1)
+    assert isinstance(fs, pc.SplineField) and fs.bbox == f1.bbox
+    np.testing.assert_allclose(fs.fill(), direct_img, rtol=0, atol=1e-10)
+    with pytest.raises(pc.InputError, match="kind"):
+        flat.flatten_field(vega, kind="legendre")
     red = Spectrum(np.arange(400.0, 800.0, 5.0), np.arange(400.0, 800.0, 5.0) ** 3)
     ratio = flat.ratio_field(red, vega, order=4, bin_size=1)
     np.testing.assert_allclose(ratio.fill(), flat.flatten(red) / direct_img, rtol=0, atol=1e-6)
+    ratio_s = flat.ratio_field(red, vega, kind="spline", nodes=6, bin_size=1)
+    np.testing.assert_allclose(ratio_s.fill(), flat.flatten(red) / direct_img, rtol=0, atol=1e-6)
     # M = A F_sky / F_fid, from two flats or from the fitted ratio
     area = pc.ChebyshevField([[0.04, 0.001], [0.0005, 0.0]], f1.bbox)
     m_pair = background_mapping(area, flat.flatten_field(red, order=3, bin_size=1), f1)

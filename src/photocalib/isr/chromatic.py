@@ -14,7 +14,7 @@ import numpy as np
 from numpy.polynomial import chebyshev as C
 
 from ..errors import InputError
-from ..fields import BoundedField, ChebyshevField, ConstantField
+from ..fields import BoundedField, ChebyshevField, ConstantField, SplineField
 from ..geom import Box
 
 __all__ = [
@@ -562,8 +562,10 @@ class ChromaticFlat:
         wave_unit: str = "nm",
         order: int = 6,
         bin_size: int = 16,
-    ) -> ChebyshevField:
-        """The flat for one SED as a smooth :class:`ChebyshevField` on :attr:`bbox`.
+        kind: str = "chebyshev",
+        nodes: int | tuple[int, int] = 8,
+    ) -> BoundedField:
+        """The flat for one SED as a smooth field on :attr:`bbox`.
 
         Every monochromatic flat is fitted once (block means of ``bin_size`` pixels, a
         triangular Chebyshev polynomial of ``order``); because both flattening and the fit are
@@ -577,13 +579,23 @@ class ChromaticFlat:
         order : int
             Total order of the triangular Chebyshev polynomial.
         bin_size : int
-            Block size in pixels for the fit (noise in the monochromatic flats averages down).
+            Block size in cube pixels for the fit (noise in the monochromatic flats averages down).
+        kind : {"chebyshev", "spline"}
+            A triangular :class:`ChebyshevField` (default), or a :class:`SplineField` with
+            ``nodes`` nodes per axis least-squares fitted to the block means at the block
+            centres (for structure a low-order polynomial cannot follow).
+        nodes : int or (int, int)
+            Spline nodes per axis (``kind="spline"``).
 
         Returns
         -------
-        ChebyshevField
+        ChebyshevField or SplineField
         """
         w = self.weights(sed_wavelength_nm, sed_flambda, flux_type=flux_type, wave_unit=wave_unit)
+        if kind == "spline":
+            return self._spline(lambda means: np.tensordot(w, means, axes=1), bin_size, nodes)
+        if kind != "chebyshev":
+            raise InputError(f"ChromaticFlat: kind must be 'chebyshev' or 'spline', got {kind!r}")
         sol, keep, _, _ = self._slice_fits(order, bin_size)
         c = np.zeros((order + 1, order + 1))
         c[keep] = sol @ w
@@ -596,7 +608,9 @@ class ChromaticFlat:
         *,
         order: int = 6,
         bin_size: int = 16,
-    ) -> ChebyshevField:
+        kind: str = "chebyshev",
+        nodes: int | tuple[int, int] = 8,
+    ) -> BoundedField:
         """``F_num / F_den`` for two :class:`Spectrum` objects, fitted as one smooth field.
 
         Fitting the ratio (close to 1 and smooth) is more accurate than dividing two fitted
@@ -606,17 +620,45 @@ class ChromaticFlat:
         ----------
         numerator, denominator : Spectrum
             The SEDs (e.g. the sky's and the fiducial).
-        order, bin_size : int
+        order, bin_size, kind, nodes
             As for :meth:`flatten_field`.
         """
         wn = self.weights(numerator)
         wd = self.weights(denominator)
+        if kind == "spline":
+            return self._spline(
+                lambda means: np.tensordot(wn, means, axes=1) / np.tensordot(wd, means, axes=1),
+                bin_size, nodes,
+            )
+        if kind != "chebyshev":
+            raise InputError(f"ChromaticFlat: kind must be 'chebyshev' or 'spline', got {kind!r}")
         _, keep, means, design = self._slice_fits(order, bin_size)
         ratio = np.tensordot(wn, means, axes=1) / np.tensordot(wd, means, axes=1)
         sol, *_ = np.linalg.lstsq(design, ratio.ravel(), rcond=None)
         c = np.zeros((order + 1, order + 1))
         c[keep] = sol
         return ChebyshevField(c, self._bbox)
+
+    def _spline(self, combine, bin_size: int, nodes) -> SplineField:
+        """A SplineField fitted to ``combine(block means of the cube)`` at the block centres."""
+        bin_size = int(bin_size)
+        if bin_size < 1:
+            raise InputError(f"ChromaticFlat: bin_size must be >= 1, got {bin_size}")
+        key = ("spline", bin_size)
+        if key not in self._field_cache:
+            means, _, _ = self._block_basis(bin_size, 0)
+            b = self._binning
+            box = self._bbox
+            ny, nx = self._cube.shape[1:]
+            ey, ex = np.arange(0, ny, bin_size) * b, np.arange(0, nx, bin_size) * b
+            cy = np.diff(np.append(ey, box.height))
+            cx = np.diff(np.append(ex, box.width))
+            yc = box.y0 + ey + 0.5 * (cy - 1)
+            xc = box.x0 + ex + 0.5 * (cx - 1)
+            self._field_cache[key] = (means, *np.meshgrid(xc, yc))
+        means, xx, yy = self._field_cache[key]
+        values = combine(means)
+        return SplineField.fit(xx.ravel(), yy.ravel(), values.ravel(), nodes=nodes, bbox=self._bbox)
 
     def __repr__(self) -> str:
         lo, hi = self._range
