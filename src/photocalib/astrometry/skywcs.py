@@ -19,6 +19,7 @@ from ..fields.pixel_area import PixelAreaField
 from ..geom import Box
 from ._analytic import AnalyticTan, tpv_matrices
 from ._fd import fd_jacobian
+from ._kernels import tan_jacobian
 
 __all__ = ["SkyWcs"]
 
@@ -437,7 +438,7 @@ class SkyWcs:
         for s in range(0, xf.size, chunk):
             sl = slice(s, s + chunk)
             if self._model is not None:
-                out[sl] = self._model.jacobian(xf[sl], yf[sl])
+                out[sl] = tan_jacobian(self._model, xf[sl], yf[sl])
             else:
                 out[sl] = fd_jacobian(self._raw_pixel_to_sky, xf[sl], yf[sl], self._fd_step, self._fd_order)
         return out.reshape(xx.shape + (2, 2))
@@ -452,7 +453,8 @@ class SkyWcs:
         out = np.empty(xf.size)
         for s in range(0, xf.size, _CHUNK_ANALYTIC):
             sl = slice(s, s + _CHUNK_ANALYTIC)
-            out[sl] = self._model.pixel_area(xf[sl], yf[sl])
+            jac = tan_jacobian(self._model, xf[sl], yf[sl])
+            out[sl] = np.abs(jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0])
         return out.reshape(xx.shape)
 
     def pixel_scale(self, x, y) -> np.ndarray:
