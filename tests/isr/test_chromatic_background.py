@@ -112,6 +112,12 @@ def test_round_trip_photometric_to_background_image_is_exact(setup):
     np.testing.assert_allclose(back, exp.image, rtol=1e-15, atol=0)
     residual = pc.background.subtract(exp, bkg).image
     assert np.max(np.abs(residual)) <= 1e-9 * SKY
+    # the convenience that builds and attaches M from the exposure's own WCS
+    attached = pc.isr.attach_background_mapping(exp.replace(background_mapping=None), flat,
+                                                sky_spectrum(), FIDUCIAL, order=6, bin_size=2)
+    np.testing.assert_allclose(attached.background_mapping.fill(), m_img, rtol=1e-12)
+    with pytest.raises(pc.InputError, match="does not match"):
+        pc.isr.attach_background_mapping(pc.Exposure(np.ones((5, 5)), wcs=wcs), flat, sky_spectrum(), FIDUCIAL)
     # the same through the surface-brightness version of the photometric image
     sb = exp.to_surface_brightness()
     np.testing.assert_allclose(pc.background.estimate(sb, mask_sources=False).fill(), SKY, rtol=1e-10)

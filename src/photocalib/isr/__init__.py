@@ -5,6 +5,7 @@ Layer 5 (processing): the output of flat-fielding is a SURFACE_BRIGHTNESS exposu
 
 from .chromatic import ChromaticFlat as ChromaticFlat  # noqa: E402
 from .chromatic import Spectrum as Spectrum  # noqa: E402
+from .chromatic import attach_background_mapping as attach_background_mapping  # noqa: E402
 from .chromatic import background_mapping as background_mapping  # noqa: E402
 from .chromatic import read_spectrum as read_spectrum  # noqa: E402
 from .process import RAW_KEYWORDS as RAW_KEYWORDS  # noqa: E402

@@ -20,6 +20,7 @@ from ..geom import Box
 __all__ = [
     "ChromaticFlat",
     "Spectrum",
+    "attach_background_mapping",
     "background_mapping",
     "read_spectrum",
 ]
@@ -718,3 +719,49 @@ def background_mapping(
         pixel_area = ConstantField(float(pixel_area), ratio.bbox)
     return pixel_area * ratio
 
+
+def attach_background_mapping(
+    exposure,
+    flat: ChromaticFlat,
+    sky: Spectrum,
+    fiducial: Spectrum,
+    *,
+    order: int = 6,
+    bin_size: int = 16,
+    kind: str = "chebyshev",
+    nodes: int | tuple[int, int] = 8,
+):
+    """Return ``exposure`` with ``background_mapping = A · F_sky / F_fid`` attached.
+
+    ``A`` is the exposure's pixel-area field (from its WCS) and ``F_sky / F_fid`` is fitted by
+    :meth:`ChromaticFlat.ratio_field`; :func:`photocalib.background.estimate` then models the
+    sky on ``image / M``.
+
+    Parameters
+    ----------
+    exposure : photocalib.Exposure
+        The photometric exposure (flattened to ``fiducial``); needs a WCS.
+    flat : ChromaticFlat
+        The detector's chromatic flat, on the exposure's box.
+    sky, fiducial : Spectrum
+        The sky's SED for this epoch and the fiducial SED.
+    order, bin_size, kind, nodes
+        As for :meth:`ChromaticFlat.ratio_field`.
+
+    Returns
+    -------
+    photocalib.Exposure
+        A new exposure (``exposure.replace(background_mapping=M)``).
+
+    Raises
+    ------
+    InputError
+        The flat's box does not match the exposure's.
+    """
+    if flat.bbox.shape != tuple(exposure.image.shape):
+        raise InputError(
+            f"attach_background_mapping: the chromatic flat's box {flat.bbox} does not match the "
+            f"exposure's shape {tuple(exposure.image.shape)}; use the flat of this detector"
+        )
+    ratio = flat.ratio_field(sky, fiducial, order=order, bin_size=bin_size, kind=kind, nodes=nodes)
+    return exposure.replace(background_mapping=background_mapping(exposure.pixel_area_field(), chromatic_ratio=ratio))
