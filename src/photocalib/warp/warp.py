@@ -37,10 +37,11 @@ introduces covariance between output pixels that share input pixels:
 A_{\rm in}(k)^2`, non-zero for pixels closer than the kernel support (3 input pixels for
 Lanczos-3, 1 for bilinear). The per-pixel variance therefore *underestimates* the variance
 of a sum over many output pixels: for white input noise the variance of a large-aperture sum
-is :math:`\sum_p A_{\rm out}(p)^2 \ldots` with all cross terms, about equal to the input's
-variance of the same aperture, whereas :math:`\sum_p V_{\rm out}(p)` is smaller by a factor
-that depends on the sub-pixel phase (≈0.6–1 for Lanczos-3, 0.44–1 for bilinear at equal pixel
-scales). Photometry on warps should use the input variance or an empirical noise correction.
+(all cross terms included) is about that of the same aperture on the input, whereas
+:math:`\sum_p V_{\rm out}(p)` is smaller by the factor :math:`\sum_k w_k^2`, which depends
+on the sub-pixel phase: 0.62–1 (mean 0.80) for Lanczos-3 and 0.25–1 (mean 0.44) for
+bilinear at equal pixel scales. Photometry on warps should use the input variance or a
+noise correction by that factor.
 """
 
 from __future__ import annotations
