@@ -202,7 +202,7 @@ class SkyWcs:
 
     __slots__ = (
         "_wcs", "_ape14", "_model", "_fd_step", "_fd_order", "_world_axes", "_area_fields", "_lock", "_shape",
-        "_frozen", "_args",
+        "_frozen", "_args", "_ident",
     )
 
     def __init__(self, wcs: Any, fd_step: float | None = None, method: str = "auto") -> None:
@@ -218,6 +218,7 @@ class SkyWcs:
         self._model: AnalyticTan | None = None
         self._world_axes = (0, 1)
         self._args = (fd_step, method)
+        self._ident = None
         self._fd_step = 1.0 if fd_step is None else float(fd_step)
         self._fd_order = 6
         self._shape: tuple[int, int] | None = None
@@ -490,6 +491,12 @@ class SkyWcs:
 
     # -- value semantics ---------------------------------------------------------------------
     def _identity(self):
+        # Immutable, so the (costly: header writing) identity is computed once.
+        if self._ident is None:
+            object.__setattr__(self, "_ident", self._compute_identity())
+        return self._ident
+
+    def _compute_identity(self):
         if self._wcs is None:
             return ("ape14", id(self._ape14))
         tables = []
