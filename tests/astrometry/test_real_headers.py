@@ -155,3 +155,15 @@ def test_tpv_radial_terms_are_analytic_and_exact(rng):
     np.testing.assert_array_less(np.abs(wcs.pixel_area(x, y) / np.abs(det(ref)) - 1), 1e-7)
     plain = pc.SkyWcs.from_header(fits.Header.fromfile(DATA / "tpvonly.hdr"))
     assert np.max(np.abs(plain.pixel_area(x, y) / wcs.pixel_area(x, y) - 1)) > 1e-4
+
+
+def test_galsim_positions_are_one_based():
+    # The agreement above needs x + 1: with 0-based positions GalSim is off by one pixel's
+    # worth of area gradient, far above 1e-7 on the PTF chip.
+    header = fits.Header.fromfile(DATA / "tpvonly.hdr")
+    wcs = pc.SkyWcs.from_header(header)
+    gs = galsim.GSFitsWCS(header=header)
+    x, y = 1500.0, 300.0
+    ours = float(wcs.pixel_area(x, y))
+    assert abs(gs.pixelArea(galsim.PositionD(x + 1, y + 1)) / ours - 1) < 1e-12
+    assert abs(gs.pixelArea(galsim.PositionD(x, y)) / ours - 1) > 1e-7
