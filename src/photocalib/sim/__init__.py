@@ -130,7 +130,7 @@ from __future__ import annotations
 from . import spectra, testing
 from .camera import PRESETS, Camera, CameraConfig, Detector, sky_to_tangent, tangent_to_sky
 from .render import dome_flat, monochromatic_flats, render_detector
-from .simulate import DEFAULT_DEMO, SimulationResult, simulate, truth_maps
+from .runner import DEFAULT_DEMO, SimulationResult, simulate, truth_maps
 from .stars import StarCatalog, make_refcat, make_stars
 from .survey import Survey, SurveyConfig, Visit, make_survey
 

@@ -49,7 +49,7 @@ def small_survey(tmp_dir: str | os.PathLike, **overrides: Any):
             from photocalib.sim.testing import small_survey
             return small_survey(tmp_path_factory.mktemp("sim"))
     """
-    from .simulate import simulate
+    from .runner import simulate
 
     kw = dict(SMALL_SURVEY)
     kw.update(overrides)
