@@ -311,7 +311,7 @@ def estimate(
     statistic: str = "mean",
     mask_sources: bool = True,
     source_threshold: float = 3.0,
-    grow: int = 4,
+    grow: int = 8,
     bad_mask: int = DEFAULT_BACKGROUND_MASK,
     min_fraction: float = 0.25,
     filter_size: int = 3,
@@ -352,8 +352,8 @@ def estimate(
         sky on a surface-brightness image is smooth), or a bicubic spline through the mesh
         centres (:class:`MeshSplineField`) for structure on the mesh scale.
     order : int
-        Chebyshev order when ``interpolation="chebyshev"``; lowered to one less than the number
-        of meshes along the shorter axis when there are fewer.
+        Chebyshev order when ``interpolation="chebyshev"``; lowered to a third of the number of
+        meshes along the shorter axis when there are fewer (8 meshes: order 2).
 
     Returns
     -------
@@ -382,8 +382,9 @@ def estimate(
     xx, yy = np.meshgrid(grid.x_centers, grid.y_centers)
     err = grid.sigma / np.sqrt(np.maximum(grid.count, 1))
     err = np.where(np.isfinite(err) & (err > 0), err, np.nanmedian(err))
-    # A polynomial cannot have more structure along an axis than there are meshes along it.
-    order = int(min(order, min(level.shape) - 1))
+    # The polynomial must be well over-determined along each axis, or its extrapolation to
+    # the outer half-mesh amplifies the mesh noise: at most a third of the meshes per axis.
+    order = int(min(order, min(level.shape) // 3))
     # Meshes spoiled by unmasked sources are clipped against the smooth model itself.
     return robust_field_fit(xx, yy, level, err, order=order, bbox=box, nsigma=5.0).field
 
