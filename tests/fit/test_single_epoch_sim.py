@@ -14,7 +14,6 @@ from astropy.io import fits
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-import photocalib as pc
 from photocalib import background, measure
 from photocalib.fit import fit_single, match_reference
 from photocalib.isr import DomeFlat, isr_from_hdu
@@ -134,7 +133,7 @@ def test_jacobian_aware_calibration_meets_2_mmag_and_legacy_shows_area_trend(pro
         assert np.corrcoef(resid_legacy, np.log(np.asarray(cat["area"])))[0, 1] > 0.9
     print("\ndet n_bright rms_F rms_SB trend_F +- err trend_legacy ptp_legacy area_range (mmag)")
     for row in report:
-        print("%3d %8d %6.2f %6.2f %7.2f %5.2f %12.1f %10.1f %10.1f" % row)
+        print("{:3d} {:8d} {:6.2f} {:6.2f} {:7.2f} {:5.2f} {:12.1f} {:10.1f} {:10.1f}".format(*row))
 
 
 def test_angular_apertures_are_position_independent_pixel_apertures_are_not(processed, sim):
