@@ -145,3 +145,20 @@ def test_bad_inputs_raise(survey):
         coadd([sb_njy], wcs, shape)
     with pytest.raises(pc.InputError, match="weighting"):
         coadd([e0], wcs, shape, weighting="median")
+
+
+def test_single_input_coadd_is_its_calibrated_warp(survey):
+    """The coadd warps each input onto its own footprint only; that must change nothing."""
+    from photocalib.warp import warp_exposure
+
+    exposures, ra, dec, flux, wcs, shape = survey
+    e0 = exposures[1]
+    result = coadd([e0], wcs, shape)
+    direct = warp_exposure(e0.photo_calib.calibrate_image(e0), wcs, shape)
+    used = result.count == 1
+    assert used.sum() > 0.3 * used.size
+    np.testing.assert_allclose(result.exposure.image[used], direct.image[used], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(result.exposure.variance[used], direct.variance[used], rtol=1e-12)
+    # and nothing is lost: where the direct warp has good data the coadd has it too
+    good = np.isfinite(direct.image) & ((direct.mask & (MaskPlane.EDGE | MaskPlane.NO_DATA)) == 0)
+    assert np.all(used[good])

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..geom import Box
 from ..image import Exposure, ImageKind, MaskPlane, require_kind
 from .mapping import DEFAULT_TOLERANCE
-from .warp import _area, _check_shape, area_metadata, as_sky_wcs, warp_exposure
+from .warp import _area, _check_shape, area_metadata, as_sky_wcs, warp_arrays
 
 __all__ = ["coadd", "CoaddResult", "DEFAULT_BAD_MASK"]
 
@@ -196,40 +196,54 @@ def coadd(
         raise InputError(f"coadd weighting must be 'exposure' or 'pixel', got {weighting!r}")
     ny, nx = _check_shape(shape)
     dst = as_sky_wcs(target_wcs, "target_wcs")
+    box = Box(0, 0, nx, ny)
+    area_out = _area(dst, box)
 
-    warps = []
-    good = []
+    # Each input is warped onto the sub-box of the grid that its outline covers, so a small
+    # exposure on a large patch costs what its own pixels cost.
+    pieces: list[tuple[Box, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for i, exp in enumerate(exposures):
         calibrated = _calibrated(exp, i)
-        # the calibrated exposure carries the identity calibration, which warps as it is
-        w = warp_exposure(calibrated, dst, (ny, nx), kernel=kernel, tolerance=tolerance)
+        if calibrated.wcs is None:
+            raise InputError(f"coadd: exposures[{i}] has no WCS; attach one with exp.replace(wcs=...)")
+        sub = _footprint_box(calibrated.wcs, calibrated.shape, dst, box)
+        if sub is None:
+            continue
+        res = warp_arrays(
+            calibrated.image, calibrated.wcs, dst, sub.shape, variance=calibrated.variance,
+            mask=calibrated.mask, kernel=kernel, tolerance=tolerance,
+            src_area=calibrated.pixel_area_image(), dst_area=_slice(area_out, sub),
+            origin=(sub.x0, sub.y0),
+        )
         with np.errstate(invalid="ignore"):
-            ok = ((w.mask & np.uint32(bad_mask)) == 0) & np.isfinite(w.image) & np.isfinite(w.variance)
-            ok &= w.variance > 0
-        warps.append(w)
-        good.append(ok)
+            ok = ((res.mask & np.uint32(bad_mask)) == 0) & np.isfinite(res.image) & np.isfinite(res.variance)
+            ok &= res.variance > 0
+        pieces.append((sub, res.image, res.variance, res.mask, ok))
 
     rejected = np.zeros((ny, nx), dtype=np.int32)
-    if clip and len(warps) >= 3:
-        good, rejected = _clip(warps, good, clip_sigma, clip_relative)
+    if clip and len(pieces) >= 3:
+        pieces, rejected = _clip(pieces, (ny, nx), clip_sigma, clip_relative)
 
     num = np.zeros((ny, nx))
     wsum = np.zeros((ny, nx))
     vsum = np.zeros((ny, nx))
     count = np.zeros((ny, nx), dtype=np.int32)
     bits = np.zeros((ny, nx), dtype=np.uint32)
-    for w, ok in zip(warps, good, strict=True):
-        var = np.where(ok, w.variance, 0.0)
+    for sub, image, var, mask, ok in pieces:
+        if not ok.any():
+            continue
+        var = np.where(ok, var, 0.0)
         if weighting == "exposure":
-            weight = np.where(ok, 1.0 / np.median(w.variance[ok]) if ok.any() else 0.0, 0.0)
+            weight = np.where(ok, 1.0 / np.median(var[ok]), 0.0)
         else:
             with np.errstate(divide="ignore"):
                 weight = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
-        num += weight * np.where(ok, w.image, 0.0)
-        wsum += weight
-        vsum += weight * weight * var
-        count += ok
-        bits |= np.where(ok, w.mask, np.uint32(0)).astype(np.uint32)
+        sl = _slices(sub)
+        num[sl] += weight * np.where(ok, image, 0.0)
+        wsum[sl] += weight
+        vsum[sl] += weight * weight * var
+        count[sl] += ok
+        bits[sl] |= np.where(ok, mask, np.uint32(0)).astype(np.uint32)
 
     has = wsum > 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -239,7 +253,6 @@ def coadd(
 
     from ..calib import PhotoCalib
 
-    box = Box(0, 0, nx, ny)
     metadata = fits.Header()
     metadata["PCKIND"] = (ImageKind.FLUENCE.value, "coadd of calibrated fluence warps")
     metadata["NINPUTS"] = (len(exposures), "number of exposures coadded")
@@ -265,27 +278,67 @@ def coadd(
         weight=wsum,
         count=count,
         rejected=rejected,
-        pixel_area=np.asarray(_area(dst, box)),
+        pixel_area=np.asarray(area_out),
     )
 
 
-def _clip(warps: list[Exposure], good: list[np.ndarray], clip_sigma: float, clip_relative: float):
+def _slices(box: Box) -> tuple[slice, slice]:
+    return (slice(box.y0, box.y0 + box.height), slice(box.x0, box.x0 + box.width))
+
+
+def _slice(array: np.ndarray, box: Box) -> np.ndarray:
+    return array[_slices(box)]
+
+
+def _footprint_box(wcs: Any, shape: tuple[int, int], dst: Any, grid: Box, pad: int = 4) -> Box | None:
+    """The part of ``grid`` (target pixels) that an image of ``shape`` on ``wcs`` covers.
+
+    From the image outline, sampled densely enough to follow a distorted edge, padded by
+    ``pad`` pixels; ``None`` if it misses the grid.
+    """
+    ny, nx = shape
+    t = np.linspace(0.0, 1.0, 65)
+    edge_x = np.concatenate([t * nx, np.full_like(t, nx), t * nx, np.zeros_like(t)]) - 0.5
+    edge_y = np.concatenate([np.zeros_like(t), t * ny, np.full_like(t, ny), t * ny]) - 0.5
+    gx, gy = dst.sky_to_pixel(*wcs.pixel_to_sky(edge_x, edge_y))
+    ok = np.isfinite(gx) & np.isfinite(gy)
+    if not ok.all():
+        # an outline that does not map everywhere: fall back to the whole grid
+        return grid if ok.any() else None
+    x0 = max(grid.x0, int(np.floor(gx.min())) - pad)
+    x1 = min(grid.x1, int(np.ceil(gx.max())) + pad)
+    y0 = max(grid.y0, int(np.floor(gy.min())) - pad)
+    y1 = min(grid.y1, int(np.ceil(gy.max())) + pad)
+    if x1 < x0 or y1 < y0:
+        return None
+    return Box(x0, y0, x1 - x0 + 1, y1 - y0 + 1)
+
+
+def _clip(pieces, shape, clip_sigma: float, clip_relative: float):
     """Reject inputs further than their noise threshold from the per-pixel median."""
     import warnings
 
-    stack = np.stack([np.where(ok, w.image, np.nan) for w, ok in zip(warps, good, strict=True)])
+    stack = np.full((len(pieces),) + tuple(shape), np.nan)
+    for k, (sub, image, _, _, ok) in enumerate(pieces):
+        stack[k][_slices(sub)] = np.where(ok, image, np.nan)
     n_ok = np.sum(np.isfinite(stack), axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no data there
         centre = np.nanmedian(stack, axis=0)
+    del stack
     outliers = []
-    for w, ok, values in zip(warps, good, stack, strict=True):
+    for sub, image, var, _, ok in pieces:
+        sl = _slices(sub)
         with np.errstate(invalid="ignore"):
-            limit = clip_sigma * np.sqrt(w.variance) + clip_relative * np.abs(centre)
-            outliers.append(ok & (n_ok >= 3) & (np.abs(values - centre) > limit))
-    rejected = np.sum(outliers, axis=0, dtype=np.int32)
+            limit = clip_sigma * np.sqrt(var) + clip_relative * np.abs(centre[sl])
+            outliers.append(ok & (n_ok[sl] >= 3) & (np.abs(image - centre[sl]) > limit))
+    rejected = np.zeros(tuple(shape), dtype=np.int32)
+    for (sub, *_), bad in zip(pieces, outliers, strict=True):
+        rejected[_slices(sub)] += bad
     # where every input would go there is no consensus to clip against: keep them all
     keep_all = rejected >= n_ok
     rejected[keep_all] = 0
-    out = [ok & ~(bad & ~keep_all) for ok, bad in zip(good, outliers, strict=True)]
+    out = []
+    for (sub, image, var, mask, ok), bad in zip(pieces, outliers, strict=True):
+        out.append((sub, image, var, mask, ok & ~(bad & ~keep_all[_slices(sub)])))
     return out, rejected

@@ -152,6 +152,7 @@ def pixel_mapping(
     shape: tuple[int, int],
     input_shape: tuple[int, int] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    origin: tuple[int, int] = (0, 0),
 ) -> PixelMapping:
     """The checked, tiled mapping from pixels of ``dst_wcs`` (output) to pixels of ``src_wcs``.
 
@@ -165,6 +166,8 @@ def pixel_mapping(
         Input shape; output tiles that map far outside it are skipped.
     tolerance : float
         Interpolation error allowed, input pixels.
+    origin : tuple of int
+        ``(x0, y0)``: the ``dst_wcs`` pixel of output pixel ``(0, 0)`` (a sub-box of the grid).
 
     Returns
     -------
@@ -173,8 +176,10 @@ def pixel_mapping(
     src = as_sky_wcs(src_wcs, "input WCS")
     dst = as_sky_wcs(dst_wcs, "target WCS")
 
+    x0, y0 = (float(v) for v in origin)
+
     def func(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ra, dec = dst.pixel_to_sky(x, y)
+        ra, dec = dst.pixel_to_sky(x + x0, y + y0)
         return src.sky_to_pixel(ra, dec)
 
     return PixelMapping.build(func, shape, tolerance=tolerance, input_shape=input_shape)
@@ -220,6 +225,7 @@ def warp_arrays(
     dst_area: np.ndarray | None = None,
     mapping: PixelMapping | None = None,
     grow_bits: int = GROW_BITS,
+    origin: tuple[int, int] = (0, 0),
 ) -> WarpResult:
     """Warp plain arrays: the engine under :func:`warp_exposure`.
 
@@ -252,6 +258,9 @@ def warp_arrays(
         footprint; these bits are first grown by the Lanczos support (2 pixels around the
         bilinear footprint), so that every output pixel into which such a value leaked is
         flagged.
+    origin : tuple of int
+        ``(x0, y0)``: the ``target_wcs`` pixel of output pixel ``(0, 0)``, to warp onto a
+        sub-box of a large grid (``dst_area`` then covers that sub-box).
 
     Returns
     -------
@@ -273,7 +282,7 @@ def warp_arrays(
     src = as_sky_wcs(src_wcs, "input WCS")
     dst = as_sky_wcs(target_wcs, "target WCS")
     if mapping is None:
-        mapping = pixel_mapping(src, dst, (ny, nx), input_shape=image.shape, tolerance=tolerance)
+        mapping = pixel_mapping(src, dst, (ny, nx), input_shape=image.shape, tolerance=tolerance, origin=origin)
     elif mapping.shape != (ny, nx):
         raise InputError(f"mapping is for output shape {mapping.shape}, not {(ny, nx)}")
 
@@ -295,7 +304,7 @@ def warp_arrays(
 
     if mode == "fluence":
         a_in = src_area if src_area is not None else _area(src, Box.from_shape(image.shape))
-        a_out = dst_area if dst_area is not None else _area(dst, Box(0, 0, nx, ny))
+        a_out = dst_area if dst_area is not None else _area(dst, Box(int(origin[0]), int(origin[1]), nx, ny))
         if a_in.shape != image.shape or a_out.shape != (ny, nx):
             raise InputError("pixel-area images must match the input and output shapes")
         values = np.divide(image, a_in, out=np.empty(image.shape, dtype), casting="unsafe")
