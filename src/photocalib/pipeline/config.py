@@ -44,9 +44,13 @@ class SimulateConfig(_Section):
     )
     n_detectors: int = Field(16, ge=1, le=500, description="detectors in the focal plane")
     band: Literal["u", "g", "r", "i", "z", "y"] = "r"
-    star_density: float | None = Field(
-        None, gt=0, description="stars per square degree (None: the simulator's default)"
+    star_density: float = Field(
+        1.5e5, gt=0, description="stars per square degree within star_mag_range"
     )
+    star_mag_range: tuple[float, float] = Field(
+        (16.0, 21.5), description="(bright, faint) AB magnitudes of the simulated stars"
+    )
+    refcat_mag_max: float = Field(21.0, description="faint limit of the reference catalog (AB mag)")
     seed: int = Field(1, description="random seed; the same seed gives the same survey")
 
     def simulate_kwargs(self) -> dict[str, Any]:
@@ -55,9 +59,9 @@ class SimulateConfig(_Section):
             "preset": self.preset, "n_visits": self.visits,
             "detector_shape": (self.detector_size, self.detector_size),
             "n_detectors": self.n_detectors, "seed": self.seed, "band": self.band,
+            "star_density": self.star_density, "star_mag_range": tuple(self.star_mag_range),
+            "refcat_mag_max": self.refcat_mag_max,
         }
-        if self.star_density is not None:
-            kwargs["star_density"] = self.star_density
         return kwargs
 
 
@@ -112,6 +116,11 @@ class CalibrationConfig(_Section):
     star_flat_order: int = Field(3, ge=0, le=10, description="order of the per-detector star flat")
     visit_order: int = Field(7, ge=0, le=12, description="order of the per-visit polynomial (monolithic)")
     grey_gradient: bool = Field(False, description="fit a linear gradient with each visit's grey term")
+    distributed: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="accumulate the joint fit's normal equations per visit on the Dask cluster "
+        "(auto: when there are at least 200000 observations; below that the task overhead dominates)",
+    )
 
 
 class WarpConfig(_Section):
@@ -237,6 +246,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -57,6 +57,22 @@ def _limits(values: np.ndarray, symmetric: bool) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _robust_sigma(values: np.ndarray) -> float:
+    """1.4826 × the median absolute deviation (NaN for no finite value)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def _robust_limits(values: np.ndarray) -> tuple[float, float]:
+    """A symmetric colour range of ±4 robust σ (at least ±2), so outliers do not wash it out."""
+    s = _robust_sigma(values)
+    m = max(4.0 * s, 2.0) if np.isfinite(s) else 10.0
+    return -m, m
+
+
 def focal_plane_map(panels: Sequence[FocalPlanePanel], title: str, colorbar_label: str,
                     symmetric: bool = False, cmap: str = "viridis") -> Figure:
     """Draw a quantity across the focal plane, one pcolormesh per detector.
@@ -119,15 +135,13 @@ def residual_maps(xi: Mapping[str, np.ndarray], eta: Mapping[str, np.ndarray],
     fig, axes = plt.subplots(1, len(names), figsize=(5.0 * len(names), 4.6),
                              layout="constrained", squeeze=False, sharex=True, sharey=True)
     allv = np.concatenate([np.ravel(residual_mmag[n]) for n in names])
-    vmin, vmax = _limits(allv, symmetric=True)
+    vmin, vmax = _robust_limits(allv)
     sc = None
     for ax, name in zip(axes[0], names, strict=True):
         r = np.asarray(residual_mmag[name])
         sc = ax.scatter(np.asarray(xi[name]) / 60.0, np.asarray(eta[name]) / 60.0, c=r, s=8,
                         cmap="RdBu_r", vmin=vmin, vmax=vmax, linewidths=0)
-        finite = r[np.isfinite(r)]
-        rms = float(np.sqrt(np.mean((finite - np.median(finite)) ** 2))) if finite.size else np.nan
-        ax.set_title(f"{name}\nRMS {rms:.1f} mmag")
+        ax.set_title(f"{name}\nrobust σ {_robust_sigma(r):.1f} mmag")
         ax.set_aspect("equal")
         ax.set_xlabel("focal-plane x (arcmin)")
     axes[0][0].set_ylabel("focal-plane y (arcmin)")
@@ -165,8 +179,8 @@ def residual_vs_colour(colour: Mapping[str, np.ndarray], residual_mmag: Mapping[
         bx, by = _binned(c, r, nbins)
         ax.plot(bx, by, "o-", color=points.get_facecolor()[0][:3], label=f"{name} (binned median)")
     ax.axhline(0.0, color="k", lw=0.5)
-    lo, hi = _limits(np.concatenate([np.ravel(v) for v in residual_mmag.values()]), True)
-    ax.set_ylim(lo, hi)
+    lo, hi = _robust_limits(np.concatenate([np.ravel(v) for v in residual_mmag.values()]))
+    ax.set_ylim(1.5 * lo, 1.5 * hi)
     ax.set_xlabel(colour_label)
     ax.set_ylabel("residual (mmag)")
     ax.set_title("Residual against colour")

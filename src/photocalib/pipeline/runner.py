@@ -161,7 +161,8 @@ class _Run:
         self.result.counts["joint_stars"] = int(obs["star"].nunique())
         # The fit runs here; its per-visit normal-equation accumulation (the map) runs on the
         # cluster through the client, and the reduce and solve here.
-        if self.ex.client is not None:
+        mode = cfg.distributed
+        if self.ex.client is not None and (mode == "always" or (mode == "auto" and len(obs) >= 200_000)):
             kwargs["client"] = self.ex.client
         sol = _fit_joint_task(fit_joint, obs, wcs, kwargs, self._joint_options())
         self.run.joint_dir.mkdir(parents=True, exist_ok=True)

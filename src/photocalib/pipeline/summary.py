@@ -157,7 +157,8 @@ def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth,
     for u in units:
         cal_path = run.calibrated_catalog(u.visit, u.detector)
         df = read_table(cal_path if cal_path.is_file() else run.catalog(u.visit, u.detector))
-        good = (df["flags"] == 0) & (df["snr"] >= config.measure.min_snr)
+        # Bright stars only: the plots are about calibration errors, not photon noise.
+        good = (df["flags"] == 0) & (df["snr"] >= max(config.measure.min_snr, 50.0))
         df = df[good]
         if df.empty:
             continue

@@ -1,0 +1,160 @@
+"""Faults during `photocalib run`: a Dask worker killed mid-run, damaged outputs, a full disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import astropy
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from mini_survey import write_mini_survey
+
+from photocalib.errors import PhotocalibError
+from photocalib.pipeline.config import Config
+from photocalib.pipeline.inputs import find_inputs
+from photocalib.pipeline.runner import run_pipeline
+
+DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
+
+
+def _config(**dask) -> Config:
+    return Config().with_overrides(
+        measure={"aperture_arcsec": 4.0, "apcorr_radius_arcsec": 8.0},
+        background={"mesh_size": 50}, calibration={"star_flat_order": 1},
+        warp={"coadd_size": 128}, report={"enabled": False},
+        dask={"progress": False, "memory_limit": "1GiB", **dask})
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "survey"
+    header = fits.Header.fromfile(DATA / "siponly.hdr", sep="", endcard=True, padding=False)
+    write_mini_survey(path, header, seed=11)
+    return path
+
+
+def _content(path: Path) -> str:
+    """Digest of a file's content: FITS headers (but the CHECKSUM card, whose comment carries
+    the time of writing) and data; Parquet values."""
+    digest = hashlib.sha256()
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        digest.update(",".join(df.columns).encode())
+        digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+        return digest.hexdigest()
+    with fits.open(path) as hdul:
+        for hdu in hdul:
+            for card in hdu.header.cards:
+                if card.keyword not in ("CHECKSUM", "DATASUM"):
+                    digest.update(str(card).encode())
+            if hdu.data is not None:
+                digest.update(np.ascontiguousarray(hdu.data).tobytes() if hdu.is_image
+                              else hdu.data.tobytes())
+    return digest.hexdigest()
+
+
+def _digests(root: Path, patterns=("exposures/**/*.fits", "catalogs/**/*.parquet",
+                                   "calib/**/*.fits", "calexp/**/*.fits")) -> dict[str, str]:
+    out = {}
+    for pattern in patterns:
+        for p in sorted(root.glob(pattern)):
+            out[str(p.relative_to(root))] = _content(p)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(survey, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("faults") / "reference"
+    run_pipeline(find_inputs(survey), out, _config(), in_process=True, report=False)
+    return out
+
+
+def test_damaged_outputs_are_redone_identically(survey, reference_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    before = _digests(out)
+    assert len(before) >= 30
+    # A truncated catalog (a crash after the manifest could not cause this, a disk error can),
+    # a unit whose manifest was never written, and a half-finished calexp.
+    cat = next((out / "catalogs").rglob("det-000.parquet"))
+    cat.write_bytes(cat.read_bytes()[:100])
+    next((out / "manifest" / "process").glob("*det-001.json")).unlink()
+    calexp = sorted((out / "calexp").rglob("*.fits"))[-1]
+    calexp.write_bytes(calexp.read_bytes()[: 2880 * 2])
+    result = run_pipeline(find_inputs(survey), out, _config(), in_process=True, report=False)
+    assert result.counts["units_processed"] == 2 and result.counts["units_cached"] == 4
+    assert _digests(out) == before
+
+
+def test_full_disk_is_one_clear_error(survey, tmp_path, monkeypatch):
+    import errno
+
+    from photocalib.image import Exposure
+
+    real_write = Exposure.write
+    calls = {"n": 0}
+
+    def failing_write(self, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Exposure, "write", failing_write)
+    out = tmp_path / "run"
+    with pytest.raises(PhotocalibError, match="No space left on device.*rerun"):
+        run_pipeline(find_inputs(survey), out, _config(), in_process=True, report=False)
+    # Nothing partial: no temporary files left, every finished unit is complete.
+    assert not [p for p in out.rglob("*.tmp")]
+    monkeypatch.setattr(Exposure, "write", real_write)
+    result = run_pipeline(find_inputs(survey), out, _config(), in_process=True, report=False)
+    assert result.counts["units_cached"] == 2 and result.counts["units_processed"] == 4
+
+
+@pytest.mark.slow
+def test_killed_worker_run_completes_with_identical_outputs(survey, reference_run, tmp_path):
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                           dashboard_address=None)
+    client = Client(cluster)
+    try:
+        out = tmp_path / "run"
+        errors: list[BaseException] = []
+
+        def target():
+            try:
+                run_pipeline(find_inputs(survey), out, _config(retries=3), scheduler=cluster.scheduler_address,
+                             report=False)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        killed = None
+        deadline = time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline and thread.is_alive():
+            busy = [w for w, tasks in client.processing().items() if any("process_unit" in str(t) for t in tasks)]
+            if busy:
+                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+            time.sleep(0.05)
+        thread.join(300)
+        assert killed is not None, "no worker was busy with a detector task to kill"
+        assert not errors, errors
+        assert _digests(out) == _digests(reference_run)
+        ref = pd.read_parquet(next((reference_run / "catalogs").rglob("*.calibrated.parquet")))
+        assert np.isfinite(ref["flux_nJy"]).any()
+    finally:
+        client.close()
+        cluster.close()
