@@ -149,3 +149,29 @@ def test_header_without_celestial_axes(tmp_path):
     fits.PrimaryHDU(np.ones((3, 3)), header=h).writeto(path)
     with pytest.raises(pc.InputError, match="no celestial axes"):
         pc.Exposure.read(path)
+
+
+def test_hdu_that_is_a_table(tmp_path, rng):
+    path = tmp_path / "withcalib.fits"
+    pc.Exposure(np.ones((4, 4)), kind="FLUENCE", photo_calib=pc.PhotoCalib(2.0)).write(path)
+    with pytest.raises(pc.InputError, match=r"withcalib.fits\[PHOTOCAL\]: is a BinTableHDU"):
+        pc.Exposure.read(path, hdu="PHOTOCAL")
+
+
+def test_invalid_celestial_wcs_names_the_hdu(tmp_path):
+    h = fits.Header()
+    # celestial axes with a projection wcslib does not know
+    h.update(CTYPE1="RA---QQQ", CTYPE2="DEC--QQQ", CRPIX1=1.0, CRPIX2=1.0, CRVAL1=10.0,
+             CRVAL2=20.0, CD1_1=-5e-5, CD1_2=0.0, CD2_1=0.0, CD2_2=5e-5)
+    path = tmp_path / "nanwcs.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((3, 3)), header=h, name="SCI")]).writeto(path)
+    with pytest.raises(pc.InputError, match=r"nanwcs.fits\[SCI\]"):
+        pc.Exposure.read(path)
+
+
+def test_mask_shape_mismatch(tmp_path):
+    path = tmp_path / "mask.fits"
+    fits.HDUList([fits.PrimaryHDU(np.ones((4, 5))),
+                  fits.ImageHDU(np.zeros((4, 4), np.int32), name="MASK")]).writeto(path)
+    with pytest.raises(pc.InputError, match=r"mask.fits\[MASK\]: shape"):
+        pc.Exposure.read(path)
