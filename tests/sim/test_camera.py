@@ -196,3 +196,13 @@ def test_template_colours_are_ordered_by_temperature():
     gi = [-2.5 * math.log10(spectra.ab_flux_njy(t.name, "g") / spectra.ab_flux_njy(t.name, "i")) for t in temps]
     assert all(a > b for a, b in zip(gi, gi[1:], strict=False))
     assert gi[0] > 1.5 and gi[-1] < 0.5
+
+
+def test_galsim_sky_image_is_the_model_area():
+    cam = Camera.preset("hsc-like", detector_shape=(200, 160), n_detectors=16)
+    det = 0
+    gw = galsim.GSFitsWCS(header=cam.detector_wcs(det, 200.0, -30.0, 123.0))
+    img = galsim.ImageD(160, 200, wcs=gw)
+    gw.makeSkyImage(img, 1.0)
+    x, y = np.meshgrid(np.arange(160.0), np.arange(200.0))
+    np.testing.assert_allclose(img.array, cam.pixel_area(det, x, y), rtol=1e-6)

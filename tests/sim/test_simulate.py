@@ -129,6 +129,9 @@ def test_truth_relations(sim):
         x, y = np.meshgrid(np.arange(256.0), np.arange(256.0))
         np.testing.assert_allclose(hdul["AREA"].data, sim.camera.pixel_area(0, x, y), rtol=1e-6)
         np.testing.assert_allclose(hdul["STARFLAT"].data, sim.camera.star_flat(0, x, y), rtol=1e-6)
+    np.testing.assert_allclose(sim.truth_map(1, "QE"), sim.camera.qe(1), rtol=1e-6)
+    with pytest.raises(pc.InputError, match="truth map"):
+        sim.truth_map(1, "NOPE")
 
 
 def test_load_round_trip(sim):

@@ -52,7 +52,7 @@ client=None)`` -> ``SimulationResult``
     otherwise the local threaded scheduler with 2 workers) and writes the layout below.
     ``SimulationResult`` has ``camera``, ``survey``, ``stars``, ``refcat``, ``observations``
     (truth table), the paths, ``read_raw``, ``read_dome_flat``, ``header``, and
-    ``SimulationResult.load(out_dir)``.
+    ``truth_map(detector, name)``, ``SimulationResult.load(out_dir)``.
 ``testing.small_survey(tmp_dir, **overrides)``: a few-second run for other layers' tests.
 
 On disk
@@ -82,7 +82,8 @@ For visit v (exposure time t, transmission T_v), detector d, pixel (x, y), band 
 
 - A(x, y) = A_wcs(x, y) TR(x, y): true pixel solid angle (arcsec^2); A_wcs is what the WCS
   header gives, TR the tree-ring factor (1 unless ``tree_rings``).
-- Q(x, y) = qe_smooth(x, y) (1 + sigma n_xy): achromatic QE with pixel-to-pixel noise.
+- Q(x, y) = qe_smooth(x, y) (1 + sigma n_xy): achromatic QE with pixel-to-pixel noise, relative
+  to the nominal LSST throughput T0 (which already contains a CCD QE), so about 0.9 +- a few %.
 - I_sky, I_dome: illumination of the focal plane by the sky (and stars) and by the dome screen.
 - rho_S(x, y) = int N_S T0(lambda + shift t^2) q_d(lambda) dlambda / int N_S T0 dlambda for a
   photon spectrum N_S: 1 exactly for hsc-like and decam-like (achromatic), not for megacam-like.

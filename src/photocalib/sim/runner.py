@@ -114,6 +114,21 @@ class SimulationResult:
         with open_fits(path) as hdul:
             return np.asarray(hdul[0].data), hdul[0].header.copy()
 
+    def truth_map(self, detector: int, name: str) -> np.ndarray:
+        """A truth map of a detector (``AREA``, ``AREA_WCS``, ``QE``, ``ILLUM_SKY``, ``ILLUM_DOME``,
+        ``STARFLAT``, ``RHO_*``): from ``truth/maps-DDD.fits`` when written, else computed."""
+        path = self.truth_map_paths.get(int(detector))
+        if path is not None and path.exists():
+            from .._io import open_fits
+
+            with open_fits(path) as hdul:
+                if name in hdul:
+                    return np.asarray(hdul[name].data, dtype=np.float64)
+        maps = truth_maps(self.camera, int(detector), self.survey.band)
+        if name not in maps:
+            raise InputError(f"truth map {name!r}: unknown; use one of {', '.join(maps)}")
+        return maps[name]
+
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> SimulationResult:
         """Read a simulation back from ``out_dir`` (no pickle: JSON and Parquet).
