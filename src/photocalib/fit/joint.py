@@ -36,9 +36,10 @@ Degeneracies, removed by exact linear constraints on the coefficients
 * star flat vs grey (separated, reference-free): ``S → kS``, ``G → G/k`` for one epoch leaves
   every prediction unchanged. Constraint: the mean over the epoch's detectors of each star
   flat's mean over its box is 1, so star flats are relative and grey carries the level.
-* common grey gradient vs star flats (``grey_gradient=True``): a gradient shared by every visit
-  of an epoch is (almost exactly) a linear term of each detector's star flat. Constraint: the
-  gradient coefficients of an epoch's visits sum to zero.
+* common grey gradient vs star flats (``grey_gradient=True``): a gradient fixed in the *camera*
+  frame, shared by every visit of an epoch, is (to first order) a linear term of each
+  detector's star flat. Constraint: the visits' gradients, rotated into the camera frame (the
+  rotation of each visit is measured from its detectors' axes in the WCSs), sum to zero.
 * overall zero point (reference-free without standards): star magnitudes ``+δ`` and every
   calibration ``× 10^(0.4δ)``. Constraint: the mean over visits of the grey constant is 1.
   (Separated and monolithic fix it through the reference catalogue.)
@@ -140,6 +141,22 @@ def _unit_vector(ra, dec):
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
 
 
+def _camera_rotation(orient: np.ndarray) -> np.ndarray:
+    """Each visit's camera rotation on the sky (radians, up to one constant) from detector axes.
+
+    ``orient[v, d]`` is the unit complex direction of detector d's x axis in visit v (0 where
+    not observed); the angle is ψ_v + β_d (β_d the detector's fixed orientation on the focal
+    plane), so alternate least-squares on the circle separates ψ from β.
+    """
+    present = orient != 0
+    psi = np.zeros(orient.shape[0])
+    beta = np.zeros(orient.shape[1])
+    for _ in range(20):
+        beta = np.angle(np.sum(np.where(present, orient * np.exp(-1j * psi)[:, None], 0), axis=0))
+        psi = np.angle(np.sum(np.where(present, orient * np.exp(-1j * beta)[None, :], 0), axis=1))
+    return psi
+
+
 def _subset_wcs(wcs: dict, visits, detectors) -> dict:
     vs = {_key(v) for v in visits}
     ds = {_key(d) for d in detectors}
@@ -179,6 +196,7 @@ class _Problem:
     visit_epoch: np.ndarray
     visit_center: np.ndarray  # (n_visits, 2) ra0, dec0
     visit_radius: np.ndarray
+    visit_rotation: np.ndarray  # camera rotation angle (rad) on the sky, up to a constant
     boxes: dict
     wcs: dict
     ref_w: np.ndarray
@@ -369,7 +387,7 @@ class JointCalibrator:
         ve[visit] = epoch
         if np.any(ve[visit] != epoch):
             bad_v = visit_ids[np.unique(visit[ve[visit] != epoch])]
-            raise InputError(f"observations column 'epoch' varies within visit(s) {list(bad_v[:5])}; an epoch is a set of whole visits")
+            raise InputError(f"observations column 'epoch' varies within visit(s) {[_key(v) for v in bad_v[:5]]}; an epoch is a set of whole visits")
         # -- WCS for every (visit, detector)
         if not isinstance(wcs_by_detector, dict):
             raise InputError("wcs_by_detector must be a dict {(visit, detector): SkyWcs}")
@@ -430,6 +448,7 @@ class JointCalibrator:
         xi = np.empty(len(row))
         eta = np.empty(len(row))
         radius = np.zeros(len(visit_ids))
+        orient = np.zeros((len(visit_ids), len(det_ids)), dtype=np.complex128)
         # visit radius from the corners and edge midpoints of its detector boxes
         for up in upairs:
             vi, di = int(up // len(det_ids)), int(up % len(det_ids))
@@ -440,6 +459,9 @@ class JointCalibrator:
             cr, cd = wcs[key].pixel_to_sky(px, py)
             cxi, ceta = sky_to_tangent(cr, cd, v_ra[vi], v_dec[vi])
             radius[vi] = max(radius[vi], float(np.max(np.abs(cxi))), float(np.max(np.abs(ceta))))
+            # direction of the detector's x axis on the visit's tangent plane
+            orient[vi, di] = np.exp(1j * math.atan2(ceta[7] - ceta[6], cxi[7] - cxi[6]))
+        visit_rotation = _camera_rotation(orient)
         vsel_order = np.argsort(visit, kind="stable")
         vb = np.searchsorted(visit[vsel_order], np.arange(len(visit_ids) + 1))
         for vi in range(len(visit_ids)):
@@ -479,6 +501,8 @@ class JointCalibrator:
                        else (3 if self.grey_gradient else 1))
         n_det_par = ((self.detector_order + 1) * (self.detector_order + 2) // 2 if self.model == "monolithic" else n_sf)
         epdet_raw = epoch.astype(np.int64) * len(det_ids) + det
+        reported = {"visit": np.zeros(len(visit_ids), dtype=bool),
+                    "detector": np.zeros(max(len(det_ids), int(epdet_raw.max()) + 1), dtype=bool)}
         for _ in range(100):
             changed = False
             ns = np.bincount(star[keep], minlength=len(star_ids_all))
@@ -493,8 +517,9 @@ class JointCalibrator:
                                           ("detector", epdet_raw if self.model != "monolithic" else det, None, n_det_par)):
                 cnt = np.bincount(gidx[keep], minlength=int(gidx.max()) + 1)
                 present = np.bincount(gidx, minlength=len(cnt)) > 0
-                low = present & (cnt < self._min_obs(npar)) & (cnt > 0)
+                low = present & (cnt < self._min_obs(npar)) & ~reported[name][: len(cnt)]
                 if low.any():
+                    reported[name][np.nonzero(low)[0]] = True
                     for g in np.nonzero(low)[0]:
                         if name == "visit":
                             label = f"visit {_key(ids[g])}"
@@ -527,7 +552,7 @@ class JointCalibrator:
             main = labs[np.argmax(counts)]
             others = visit_ids[np.unique(kv)][vis_lab != main]
             raise InputError(
-                f"the visits are not connected by common stars: visits {list(others[:10])} share no star "
+                f"the visits are not connected by common stars: visits {[_key(v) for v in others[:10]]} share no star "
                 f"with the rest; fit them separately or drop them")
         # -- compact indices over what is kept, sorted by star
         idx = np.nonzero(keep)[0]
@@ -596,6 +621,7 @@ class JointCalibrator:
             visit_ids=visit_ids_u, detector_ids=det_ids_u, star_ids=star_ids, epoch_ids=epoch_ids[e_used],
             epdet_pairs=epdet_pairs, visit_epoch=np.searchsorted(e_used, ve[v_used]),
             visit_center=np.stack([v_ra[v_used], v_dec[v_used]], axis=1), visit_radius=radius[v_used],
+            visit_rotation=visit_rotation[v_used],
             boxes={_key(d): boxes[_key(d)] for d in det_ids_u},
             wcs=_subset_wcs(wcs, visit_ids_u, det_ids_u),
             ref_w=ref_w, ref_m=ref_m, star_colour=star_colour, chunks=chunks, excluded=excluded,
@@ -631,11 +657,15 @@ class JointCalibrator:
             rows.append(r)
             targets.append(1.0)
         if gr.order >= 1:
+            # the gradient common to an epoch's visits *in the camera frame* is a star-flat term:
+            # rotate each visit's (ξ, η) gradient into the camera frame and make them sum to 0
+            c, s_ = np.cos(prob.visit_rotation), np.sin(prob.visit_rotation)
             for e in range(n_ep):
                 vs = np.nonzero(prob.visit_epoch == e)[0]
-                for term in (1, 2):
+                for row_c in ((c, s_), (-s_, c)):
                     r = np.zeros(prob.n_p)
-                    r[gr.offset + vs * gr.n_basis + term] = 1.0
+                    r[gr.offset + vs * gr.n_basis + 1] = row_c[0][vs]
+                    r[gr.offset + vs * gr.n_basis + 2] = row_c[1][vs]
                     rows.append(r)
                     targets.append(0.0)
         if "chromatic" in bl:
