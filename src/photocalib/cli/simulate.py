@@ -29,13 +29,15 @@ from . import main
 @click.option("--tree-rings/--no-tree-rings", default=False, show_default=True)
 @click.option("--mono-flats/--no-mono-flats", default=None,
               help="Write monochromatic flats (default: for chromatic presets).")
+@click.option("--mono-step", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="Wavelength step (nm) of the monochromatic flats.")
 @click.option("--grey-gradient", default=0.0, show_default=True, type=float,
               help="Scatter (mag) of a per-visit linear grey gradient at the field edge.")
 @click.option("--psf", default="moffat", show_default=True, type=click.Choice(["moffat", "kolmogorov"]))
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Local Dask workers (default 2).")
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address (default: local threads).")
 def simulate_command(preset, n_visits, out_dir, detector_size, n_detectors, seed, band, star_density, mag_range,
-                     tree_rings, mono_flats, grey_gradient, psf, workers, scheduler) -> None:
+                     tree_rings, mono_flats, mono_step, grey_gradient, psf, workers, scheduler) -> None:
     """Simulate a survey: raw/, flats/, refcat.parquet and truth/ in OUT."""
     from ..errors import InputError
     from ..sim import simulate
@@ -63,7 +65,7 @@ def simulate_command(preset, n_visits, out_dir, detector_size, n_detectors, seed
     try:
         res = simulate(out_dir, preset=preset, n_visits=n_visits, detector_shape=shape, n_detectors=ndet, seed=seed,
                        band=band, star_density=star_density, star_mag_range=tuple(mag_range), tree_rings=tree_rings,
-                       mono_flats=mono_flats, survey_options={"grey_gradient_mag": grey_gradient, "psf": psf},
+                       mono_flats=mono_flats, mono_step_nm=mono_step, survey_options={"grey_gradient_mag": grey_gradient, "psf": psf},
                        client=client, num_workers=workers)
     finally:
         if client is not None:
