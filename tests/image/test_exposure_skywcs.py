@@ -184,3 +184,16 @@ def test_astropy_wcs_is_wrapped_and_big_endian_kept(rng):
     assert isinstance(exp.wcs, pc.SkyWcs) and exp.wcs == WCS
     assert exp.image.dtype == np.float32 and exp.image.dtype.isnative
     np.testing.assert_array_equal(exp.image, img)
+
+
+def test_constant_sb_calib_converts_with_the_exposure_box(rng):
+    calib = pc.PhotoCalib(3.0, kind="SURFACE_BRIGHTNESS", error=0.02)
+    exp = pc.Exposure(rng.normal(10, 1, SHAPE), wcs=WCS, photo_calib=calib)
+    fl = exp.to_fluence()
+    assert fl.photo_calib.kind is pc.ImageKind.FLUENCE and fl.photo_calib.error == 0.02
+    x, y = rng.uniform(0, 299, 20), rng.uniform(0, 199, 20)
+    np.testing.assert_allclose(fl.photo_calib.field.evaluate(x, y), 3.0 / WCS.pixel_area(x, y), rtol=1e-15)
+    # the same fluence in nJy either way: s·A·(3/A) against 3·s, both A from the same fill
+    np.testing.assert_allclose(fl.photo_calib.calibrate_image(fl).image, calib.calibrate_image(exp).image,
+                               rtol=8 * np.finfo(float).eps)
+    assert fl.to_surface_brightness().photo_calib == calib

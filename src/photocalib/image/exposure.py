@@ -193,7 +193,10 @@ class Exposure:
     ``kind`` says what a pixel value means (:class:`ImageKind`): ``FLUENCE`` (per pixel) or
     ``SURFACE_BRIGHTNESS`` (per arcsec²). :meth:`to_fluence` and :meth:`to_surface_brightness`
     convert exactly, multiplying (dividing) the image by the pixel area A(x, y) = |det J| in
-    arcsec² at each pixel centre, the variance by A², and the unit by arcsec².
+    arcsec² at each pixel centre, the variance by A², and the unit by arcsec². (The area
+    integrated over a pixel differs from the centre value by about ∇²A/24, below 1e-8 relative
+    for real cameras.) The area image comes from ``wcs.pixel_area_field(bbox).fill()``, which
+    is within 1e-7 relative of the exact Jacobian, and is computed once per (WCS, box, dtype).
 
     An Exposure is an immutable value: its arrays are read-only views of the arrays given (not
     copies), and every operation returns a new Exposure (see :meth:`replace`).
@@ -416,7 +419,7 @@ class Exposure:
         unit = self._unit * _ARCSEC2 if to_kind is ImageKind.FLUENCE else self._unit / _ARCSEC2
         calib = self._photo_calib
         if calib is not None and hasattr(calib, "to_kind"):
-            calib = calib.to_kind(to_kind, wcs)
+            calib = calib.to_kind(to_kind, wcs, bbox=self.bbox)
         return Exposure(
             image,
             variance,
