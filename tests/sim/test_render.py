@@ -148,3 +148,14 @@ def test_monochromatic_flats_flatten_to_the_model():
     ratio = flat / model
     assert abs(np.median(ratio) - 1) < 2e-3
     assert np.std(ratio) < 2e-3
+
+
+@pytest.mark.parametrize("band", ["u", "r", "y"])
+@pytest.mark.parametrize("step", [2.0, 5.0, 10.0, 7.3])
+def test_mono_wavelengths_stay_inside_the_band(band, step):
+    from photocalib.sim import spectra
+
+    wl = render.mono_wavelengths(band, step)
+    t0 = np.interp(wl, spectra.WAVELENGTH_NM, spectra.throughput(band))
+    assert np.all(t0 > 0)
+    assert np.all(np.abs(np.diff(wl) - step) < 0.5 * step)

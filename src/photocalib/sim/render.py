@@ -269,11 +269,14 @@ def dome_flat(camera: Camera, detector: int, band: str, flat_level_e: float = 1.
 
 
 def mono_wavelengths(band: str, step_nm: float = 5.0, threshold: float = 0.005) -> np.ndarray:
-    """Wavelengths (nm) of the monochromatic flats: where T0 > threshold x peak, every ``step_nm``."""
+    """Wavelengths (nm) of the monochromatic flats: evenly spaced by about ``step_nm`` from the
+    first to the last wavelength where T0 > threshold x peak."""
     w = spectra.WAVELENGTH_NM
     t0 = spectra.throughput(band)
     inside = w[t0 > threshold * t0.max()]
-    return np.arange(inside.min(), inside.max() + 0.5 * step_nm, step_nm)
+    # Both ends inside the band (T0 > 0 there), spacing as close to step_nm as fits.
+    n = max(int(round((inside.max() - inside.min()) / step_nm)) + 1, 2)
+    return np.linspace(inside.min(), inside.max(), n)
 
 
 def monochromatic_flats(camera: Camera, detector: int, band: str, step_nm: float = 5.0,
