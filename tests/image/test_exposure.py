@@ -1,9 +1,13 @@
 """Exposure: validation, exact kind conversions, the area cache, NDData."""
 
+import re
+
 import astropy.units as u
 import numpy as np
 import pytest
 from astropy.nddata import CCDData, InverseVariance, NDData, StdDevUncertainty, VarianceUncertainty
+from hypothesis import given
+from hypothesis import strategies as st
 
 import photocalib as pc
 from photocalib.image import MaskPlane, clear_area_cache, pixel_area_image
@@ -153,6 +157,7 @@ def test_pickle_for_transport(analytic_wcs):
     exp = pc.Exposure(np.arange(6.0).reshape(2, 3), kind="FLUENCE", metadata={"VISIT": 7})
     back = pickle.loads(pickle.dumps(exp))
     np.testing.assert_array_equal(back.image, exp.image)
+    assert not back.image.flags.writeable and not back.mask.flags.writeable
     assert back.kind is exp.kind and back.metadata["VISIT"] == 7
 
 
@@ -203,3 +208,13 @@ def test_ccddata_round_trip_mask_becomes_boolean():
 def test_from_nddata_rejects_other_objects():
     with pytest.raises(pc.InputError, match="NDData"):
         pc.Exposure.from_nddata(np.ones((2, 2)))
+
+
+@given(st.tuples(st.integers(1, 6), st.integers(1, 6)), st.tuples(st.integers(1, 6), st.integers(1, 6)),
+       st.sampled_from(["variance", "mask"]))
+def test_property_mismatched_shapes_raise_naming_the_plane(img_shape, other_shape, plane):
+    if img_shape == other_shape:
+        return
+    other = np.zeros(other_shape, np.uint32 if plane == "mask" else np.float64)
+    with pytest.raises(pc.InputError, match=f"{plane} shape {re.escape(str(other_shape))}"):
+        pc.Exposure(np.zeros(img_shape), **{plane: other})

@@ -533,4 +533,6 @@ class Exposure:
 
     def __setstate__(self, state):
         for n, v in state.items():
+            if isinstance(v, np.ndarray):  # unpickled arrays come back writeable
+                v = _readonly_view(v)
             object.__setattr__(self, n, v)
