@@ -197,3 +197,18 @@ def test_constant_sb_calib_converts_with_the_exposure_box(rng):
     np.testing.assert_allclose(fl.photo_calib.calibrate_image(fl).image, calib.calibrate_image(exp).image,
                                rtol=8 * np.finfo(float).eps)
     assert fl.to_surface_brightness().photo_calib == calib
+
+
+def test_equal_wcs_objects_share_the_cached_area():
+    from photocalib.image import clear_area_cache
+
+    clear_area_cache()
+    a = pc.Exposure(np.ones(SHAPE), wcs=pc.SkyWcs.from_header(sip_header()))
+    b = pc.Exposure(np.ones(SHAPE), wcs=pc.SkyWcs.from_header(sip_header()))
+    assert a.wcs is not b.wcs and a.wcs == b.wcs
+    assert a.pixel_area_image() is b.pixel_area_image()
+    other = sip_header()
+    other["CRVAL2"] = -31.0
+    c = pc.Exposure(np.ones(SHAPE), wcs=pc.SkyWcs.from_header(other))
+    assert c.pixel_area_image() is not a.pixel_area_image()
+    assert not np.array_equal(c.pixel_area_image(), a.pixel_area_image())

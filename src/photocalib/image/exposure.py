@@ -39,6 +39,13 @@ def clear_area_cache() -> None:
         _cache.clear()
 
 
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - a foreign __eq__ may raise; then they are not equal
+        return False
+
+
 def _cache_get(key: tuple, wcs: Any) -> np.ndarray | None:
     with _cache_lock:
         hit = _cache.get(key)
@@ -47,6 +54,13 @@ def _cache_get(key: tuple, wcs: Any) -> np.ndarray | None:
         if hit is not None and hit[0] is wcs:
             _cache.move_to_end(key)
             return hit[1]
+        candidates = [(k, v) for k, v in _cache.items() if k[1:] == key[1:]]
+    # A miss by identity: an equal WCS (the same file read twice, say) has the same areas.
+    # Comparing costs a header comparison, paid only on misses.
+    for _, (other, array) in candidates:
+        if _equal(other, wcs):
+            _cache_put(key, wcs, array)
+            return array
     return None
 
 
@@ -54,10 +68,13 @@ def _cache_put(key: tuple, wcs: Any, array: np.ndarray) -> None:
     with _cache_lock:
         _cache[key] = (wcs, array)
         _cache.move_to_end(key)
-        total = sum(a.nbytes for _, a in _cache.values())
-        while total > _CACHE_MAX_BYTES and len(_cache) > 1:
-            _, (_, old) = _cache.popitem(last=False)
-            total -= old.nbytes
+        while _cache_bytes() > _CACHE_MAX_BYTES and len(_cache) > 1:
+            _cache.popitem(last=False)
+
+
+def _cache_bytes() -> int:
+    # Entries for equal WCSs share one array; count each array once.
+    return sum({id(a): a.nbytes for _, a in _cache.values()}.values())
 
 
 def pixel_area_image(wcs: Any, box: Box, dtype=np.float64, squared: bool = False) -> np.ndarray:
@@ -78,7 +95,8 @@ def pixel_area_image(wcs: Any, box: Box, dtype=np.float64, squared: bool = False
     -------
     numpy.ndarray
         Read-only array of shape ``box.shape``. The same object is returned while it stays in the
-        cache (bounded at 768 MiB, least recently used dropped first), so do not modify it.
+        cache (bounded at 768 MiB, least recently used dropped first), also for another WCS
+        object equal to ``wcs`` (e.g. the same header read twice).
     """
     dtype = np.dtype(dtype)
     key = (id(wcs), box, dtype.str, squared)
