@@ -144,3 +144,22 @@ def test_background_bad_input(wcs):
     with pytest.raises(pc.InputError):
         subtract(exp, ChebyshevField([[1.0]], pc.Box(0, 0, 32, 32)))
     assert fits  # noqa: B018 - astropy import kept for the header type in fixtures
+
+
+def test_source_mask_is_a_box_dilation(rng):
+    from scipy.ndimage import binary_dilation
+
+    from photocalib.background import _kernels
+
+    img = rng.normal(size=(300, 260))
+    img[rng.random(img.shape) < 0.002] += 50.0
+    img[0, 0] = img[-1, -1] = 99.0
+    bad = rng.random(img.shape) < 0.01
+    xe, ye = np.array([0, 100, 260]), np.array([0, 150, 300])
+    level = np.array([[0.0, 0.5], [-0.5, 0.0]])
+    sigma = np.ones((2, 2))
+    for grow in (0, 1, 4):
+        out = _kernels.mask_above(img, bad, level, sigma, xe, ye, 10.0, grow)
+        cut = np.repeat(np.repeat(level + 10.0 * sigma, np.diff(ye), axis=0), np.diff(xe), axis=1)
+        expected = binary_dilation(img > cut, structure=np.ones((2 * grow + 1,) * 2, bool)) | bad
+        np.testing.assert_array_equal(out, expected)
