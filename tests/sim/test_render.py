@@ -22,13 +22,14 @@ def _sky_electrons(cam, survey, det):
     v = survey.visits[0]
     ny, nx = cam.detector(det).shape
     x, y = np.meshgrid(np.arange(nx, dtype=float), np.arange(ny, dtype=float))
-    sky = survey.sky_rate(v.visit) * v.exptime * cam.pixel_area(det, x, y)
+    sky = survey.sky_rate(v.visit) * v.exptime * cam.pixel_area(det, x, y) * cam.rho(det, x, y, "sky", survey.band)
     return sky, cam.qe(det) * cam.illumination_sky(det, x, y)
 
 
-@pytest.mark.parametrize("pixel_scale,psf", [(0.168, "moffat"), (0.4, "moffat"), (0.2, "kolmogorov")])
-def test_isolated_star_keeps_its_fluence(pixel_scale, psf):
-    cam = Camera.preset("hsc-like", detector_shape=(96, 96), n_detectors=16, pixel_scale_arcsec=pixel_scale)
+@pytest.mark.parametrize("preset,pixel_scale,psf", [("hsc-like", 0.168, "moffat"), ("hsc-like", 0.4, "moffat"),
+                                                    ("hsc-like", 0.2, "kolmogorov"), ("megacam-like", 0.187, "moffat")])
+def test_isolated_star_keeps_its_fluence(preset, pixel_scale, psf):
+    cam = Camera.preset(preset, detector_shape=(96, 96), n_detectors=16, pixel_scale_arcsec=pixel_scale)
     survey = make_survey(cam, n_visits=1, seed=3, psf=psf)
     det = 0  # a corner detector, where the pixel area changes fastest
     rd = _one_detector(cam, survey, det, [(47.3, 50.6)])
@@ -48,6 +49,10 @@ def test_isolated_star_keeps_its_fluence(pixel_scale, psf):
     # The drawn flux is the true fluence F K t T (everything is on the detector here).
     v = survey.visits[0]
     fluence = 1.0e5 * survey.electrons_per_njy_s * v.exptime * 10 ** (-0.4 * (v.extinction_mag + v.grey_mag))
+    # Chromatic camera: the star's own response through the shifted filter and the detector's QE slope.
+    rho = float(cam.rho(det, 47.3, 50.6, "bb5800", survey.band))
+    assert (rho == 1.0) == (preset != "megacam-like")
+    fluence *= rho
     assert truth["expected_e"][0] == pytest.approx(fluence, rel=1e-12)
     if psf == "moffat":
         assert truth["drawn_e"][0] == pytest.approx(fluence, rel=1e-4)
@@ -159,3 +164,19 @@ def test_mono_wavelengths_stay_inside_the_band(band, step):
     t0 = np.interp(wl, spectra.WAVELENGTH_NM, spectra.throughput(band))
     assert np.all(t0 > 0)
     assert np.all(np.abs(np.diff(wl) - step) < 0.5 * step)
+
+
+def test_chromatic_dome_flat_fielded_sky():
+    # Sky and lamp SEDs differ: the flat-fielded sky carries rho_sky / rho_lamp on top of the
+    # illumination ratio, a pattern that grows with radius on megacam-like.
+    cam = Camera.preset("megacam-like", detector_shape=(128, 128), n_detectors=16)
+    det = 0
+    sb = _flat_fielded_sky(cam, det)
+    x, y = np.meshgrid(np.arange(128.0), np.arange(128.0))
+    chrom = cam.rho(det, x, y, "sky", "r") / cam.rho(det, x, y, "lamp", "r")
+    model = cam.illumination_ratio(det, x, y) * chrom
+    block_noise = sb.std() / 16
+    resid = _block_means(sb / model) - 1
+    assert np.abs(resid).max() < 5 * block_noise
+    assert chrom.max() - chrom.min() > 3 * block_noise
+    assert np.std(_block_means(sb / cam.illumination_ratio(det, x, y))) > 2 * block_noise
