@@ -105,7 +105,8 @@ def _eq(a, b) -> bool:
         return False
 
 
-def _product(scale: float, factors: list[BoundedField], bbox: Box | None) -> BoundedField:
+def _product(scale: float, factors: list[BoundedField]) -> BoundedField:
+    """``scale × Π factors`` built as simply as possible (a lone factor is returned itself)."""
     if not factors:
         return ConstantField(scale, None)
     if scale == 1.0 and len(factors) == 1:
@@ -490,7 +491,7 @@ class PhotoCalib:
         scale, factors = _factors(self._field)
         for i, f in enumerate(factors):
             if _is_area_of(f, wcs, box):
-                return _product(scale, factors[:i] + factors[i + 1 :], box)
+                return _product(scale, factors[:i] + factors[i + 1 :])
         return QuotientField(self._field, wcs.pixel_area_field(box))
 
     def to_kind(self, kind: ImageKind | str, wcs=None, bbox: Box | None = None) -> PhotoCalib:
@@ -549,12 +550,11 @@ class PhotoCalib:
                     break
             else:
                 rest_den.append(f)
-        box = self._field.bbox or other.field.bbox
         scale = s_num / s_den
-        numerator = _product(scale, num, box)
+        numerator = _product(scale, num)
         if not rest_den:
             return numerator
-        return QuotientField(numerator, _product(1.0, rest_den, box))
+        return QuotientField(numerator, _product(1.0, rest_den))
 
     # -- persistence ---------------------------------------------------------------------------
     def to_hdu(self, name: str = "PHOTOCAL") -> fits.BinTableHDU:
