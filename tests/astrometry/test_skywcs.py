@@ -317,3 +317,29 @@ def test_numba_kernel_matches_numpy_chain_rule(rng):
         got = tan_jacobian(model, x, y)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
         np.testing.assert_allclose(np.abs(det(got)), model.pixel_area(x, y), rtol=1e-13)
+
+
+def test_latitude_first_axes():
+    # CTYPE1 = DEC, CTYPE2 = RA: the same sky as the usual order with the pixel axes swapped.
+    s = 0.2 / 3600.0
+    usual = tan_header(200.0, -30.0, [[-s, 0.3 * s], [0.1 * s, s]], crpix=(40.0, 60.0))
+    swapped = fits.Header()
+    swapped["CTYPE1"], swapped["CTYPE2"] = "DEC--TAN", "RA---TAN"
+    swapped["CRVAL1"], swapped["CRVAL2"] = -30.0, 200.0
+    swapped["CRPIX1"], swapped["CRPIX2"] = 60.0, 40.0
+    swapped["CD1_1"], swapped["CD1_2"] = usual["CD2_2"], usual["CD2_1"]
+    swapped["CD2_1"], swapped["CD2_2"] = usual["CD1_2"], usual["CD1_1"]
+    a = pc.SkyWcs.from_header(usual)
+    b = pc.SkyWcs.from_header(swapped)
+    x = np.array([0.0, 150.0, 17.0])
+    y = np.array([0.0, 80.0, 190.0])
+    ra_a, dec_a = a.pixel_to_sky(x, y)
+    ra_b, dec_b = b.pixel_to_sky(y, x)
+    np.testing.assert_allclose(ra_b, ra_a, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(dec_b, dec_a, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(b.pixel_area(y, x), a.pixel_area(x, y), rtol=1e-8)
+    xb, yb = b.sky_to_pixel(ra_a, dec_a)
+    np.testing.assert_allclose(xb, y, atol=1e-7)
+    np.testing.assert_allclose(yb, x, atol=1e-7)
+    # Swapping the pixel axes swaps the Jacobian's columns.
+    np.testing.assert_allclose(b.jacobian(y, x)[..., ::-1], a.jacobian(x, y), rtol=0, atol=1e-8)

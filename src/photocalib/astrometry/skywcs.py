@@ -379,7 +379,9 @@ class SkyWcs:
 
     # -- transformations ------------------------------------------------------------------------
     def _astropy_pixel_to_sky(self, x, y):
-        ra, dec = self._wcs.all_pix2world(x, y, 0)
+        world = self._wcs.all_pix2world(x, y, 0)
+        # Latitude may come first (CTYPE1 = 'DEC--TAN'): pick the axes by role.
+        ra, dec = world[self._wcs.wcs.lng], world[self._wcs.wcs.lat]
         return np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
 
     def _raw_pixel_to_sky(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -410,7 +412,10 @@ class SkyWcs:
         """Pixel position (0-based) of sky positions in degrees; broadcastable arrays."""
         rr, dd = np.broadcast_arrays(np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64))
         if self._wcs is not None:
-            x, y = self._wcs.all_world2pix(rr.ravel(), dd.ravel(), 0, tolerance=1e-10, maxiter=100, quiet=True)
+            world = [None, None]
+            world[self._wcs.wcs.lng] = rr.ravel()
+            world[self._wcs.wcs.lat] = dd.ravel()
+            x, y = self._wcs.all_world2pix(*world, 0, tolerance=1e-10, maxiter=100, quiet=True)
         else:
             world = [None, None]
             world[self._world_axes[0]] = rr.ravel()
