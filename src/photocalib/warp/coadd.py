@@ -47,6 +47,10 @@ class CoaddResult:
         Number of inputs rejected by clipping at each pixel (int32; zeros without clipping).
     pixel_area : numpy.ndarray
         The output grid's own pixel area, arcsec² (exact, from its WCS).
+    input_weights : numpy.ndarray
+        With ``weighting="exposure"``, the weight given to each input (in input order; 0 for
+        an input that missed the grid), so that e.g. the coadd PSF where every input
+        contributes is ``sum(w_i PSF_i) / sum(w_i)``; NaN with ``weighting="pixel"``.
     """
 
     exposure: Exposure
@@ -54,6 +58,7 @@ class CoaddResult:
     count: np.ndarray
     rejected: np.ndarray
     pixel_area: np.ndarray
+    input_weights: np.ndarray
 
     def write(self, path: str | os.PathLike, overwrite: bool = True) -> None:
         """Write the coadd (image, variance, mask, calibration) plus WEIGHT, COUNT, REJECTED
@@ -202,6 +207,7 @@ def coadd(
     # Each input is warped onto the sub-box of the grid that its outline covers, so a small
     # exposure on a large patch costs what its own pixels cost.
     pieces: list[tuple[Box, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    owners: list[int] = []
     for i, exp in enumerate(exposures):
         calibrated = _calibrated(exp, i)
         if calibrated.wcs is None:
@@ -219,6 +225,7 @@ def coadd(
             ok = ((res.mask & np.uint32(bad_mask)) == 0) & np.isfinite(res.image) & np.isfinite(res.variance)
             ok &= res.variance > 0
         pieces.append((sub, res.image, res.variance, res.mask, ok))
+        owners.append(i)
 
     rejected = np.zeros((ny, nx), dtype=np.int32)
     if clip and len(pieces) >= 3:
@@ -229,12 +236,14 @@ def coadd(
     vsum = np.zeros((ny, nx))
     count = np.zeros((ny, nx), dtype=np.int32)
     bits = np.zeros((ny, nx), dtype=np.uint32)
-    for sub, image, var, mask, ok in pieces:
+    input_weights = np.zeros(len(exposures)) if weighting == "exposure" else np.full(len(exposures), np.nan)
+    for owner, (sub, image, var, mask, ok) in zip(owners, pieces, strict=True):
         if not ok.any():
             continue
         var = np.where(ok, var, 0.0)
         if weighting == "exposure":
-            weight = np.where(ok, 1.0 / np.median(var[ok]), 0.0)
+            input_weights[owner] = 1.0 / np.median(var[ok])
+            weight = np.where(ok, input_weights[owner], 0.0)
         else:
             with np.errstate(divide="ignore"):
                 weight = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
@@ -279,6 +288,7 @@ def coadd(
         count=count,
         rejected=rejected,
         pixel_area=np.asarray(area_out),
+        input_weights=input_weights,
     )
 
 
