@@ -231,3 +231,26 @@ def test_noise_covariance_as_documented():
     sums = blocks.sum(axis=(1, 3)).ravel()
     assert sums.var() / 1600 == pytest.approx(1.0, abs=0.2)
     assert sums.var() > 1600 * factor * 1.05
+
+
+def test_float32_input_gives_float32_output(scene):
+    res64 = warp_arrays(scene.image, scene.wcs, scene.target, scene.out_shape)
+    res32 = warp_arrays(scene.image.astype(np.float32), scene.wcs, scene.target, scene.out_shape)
+    assert res32.image.dtype == np.float32
+    ok = np.isfinite(res64.image)
+    np.testing.assert_array_equal(ok, np.isfinite(res32.image))
+    scale = np.abs(res64.image[ok]).max()
+    np.testing.assert_allclose(res32.image[ok], res64.image[ok], atol=1e-6 * scale)
+
+
+def test_photo_calib_is_carried_only_when_constant(scene):
+    from photocalib.fields import ChebyshevField
+
+    calib = pc.PhotoCalib(2.5, kind=pc.ImageKind.FLUENCE)
+    warped = warp_exposure(scene.exposure.replace(photo_calib=calib), scene.target, scene.out_shape)
+    assert warped.photo_calib == calib
+    n = scene.image.shape[0]
+    box = Box(0, 0, n, n)
+    varying = pc.PhotoCalib(ChebyshevField(np.array([[2.0, 0.1], [0.05, 0.0]]), box), kind=pc.ImageKind.FLUENCE)
+    with pytest.raises(pc.InputError, match="calibrate_image"):
+        warp_exposure(scene.exposure.replace(photo_calib=varying), scene.target, scene.out_shape)
