@@ -25,7 +25,7 @@ Public API
 
     - ``detector_wcs(detector, pointing_ra, pointing_dec, rotation_deg)`` -> FITS TAN-SIP
       ``Header`` (tangent point at the optical axis; forward SIP exact, residual < 1e-6 mas;
-      inverse AP/BP fitted, < 1e-6 pixel on the detector).
+      inverse AP/BP fitted to order 7 over the detector, < 1e-5 pixel).
     - ``pixel_to_sky``/``sky_to_pixel(detector, ..., pointing_ra, pointing_dec, rotation_deg)``:
       the true model.
     - ``pixel_area(detector, x, y, tree_rings=True)``: true solid angle per pixel, arcsec^2

@@ -634,7 +634,7 @@ class Camera:
 
         The tangent point (CRVAL) is the pointing and CRPIX the optical axis, so the forward SIP
         polynomial (order 5) represents the radial model exactly; the inverse (AP, BP) is a
-        least-squares fit of odd terms up to ``inverse_order`` over the detector.
+        least-squares fit of all terms up to ``inverse_order`` over the detector (< 1e-5 pixel).
 
         Returns
         -------
@@ -689,7 +689,8 @@ class Camera:
         ny, nx = d.shape
         xa, ya = self.optical_axis_pixel(detector)
         q = self._config.pixel_pitch_mm / self._r_edge
-        # Fit dx = U (1 + even terms) on a grid covering the detector (and a pixel beyond).
+        # Fit dx - U as a full polynomial in (U, V) on a grid covering the detector (and a pixel
+        # beyond): locally that converges much faster than the odd series about the axis.
         gx, gy = np.meshgrid(np.linspace(-1, nx, 30), np.linspace(-1, ny, 30))
         dx = gx.ravel() - xa
         dy = gy.ravel() - ya
@@ -697,7 +698,7 @@ class Camera:
         g = 1 + self._a * t2 + self._b * t2**2
         uu, vv = dx * g, dy * g
         scale = float(np.hypot(uu, vv).max())
-        terms = [(i, n - i) for n in range(3, order + 1, 2) for i in range(n + 1)]
+        terms = [(i, n - i) for n in range(order + 1) for i in range(n + 1)]
         un, vn = uu / scale, vv / scale
         design = np.stack([un**i * vn**j for i, j in terms], axis=1)
         coef, *_ = np.linalg.lstsq(design, np.stack([(dx - uu) / scale, (dy - vv) / scale], axis=1), rcond=None)
