@@ -132,11 +132,11 @@ def _map_point(t, x, y, tx0, ty0, tsx, tsy, coef_x, coef_y):
     return ((a3 * u + a2) * u + a1) * u + a0, ((b3 * u + b2) * u + b1) * u + b0
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)  # a diagnostic: serial, so that it compiles fast
 def eval_mapping(tx0, ty0, tnx, tny, tsx, tsy, coef_x, coef_y, texact, ex, ey, out_x, out_y):
     """Fill ``out_x``, ``out_y`` (output-image shaped) with the tiled mapping; NaN where no tile."""
     ntile = tx0.shape[0]
-    for t in nb.prange(ntile):
+    for t in range(ntile):
         x0 = tx0[t]
         y0 = ty0[t]
         off = texact[t]

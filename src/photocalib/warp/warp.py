@@ -78,6 +78,14 @@ MODES = ("fluence", "surface_brightness")
 GROW_BITS = int(MaskPlane.BAD | MaskPlane.SAT | MaskPlane.CR | MaskPlane.NO_DATA)
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only, C-contiguous view: the kernel then has one compiled variant per dtype,
+    whether the caller's arrays were writable (plain arrays) or not (Exposure planes)."""
+    view = np.ascontiguousarray(a).view()
+    view.setflags(write=False)
+    return view
+
+
 def _grow_bits(mask: np.ndarray, bits: np.uint32, radius: int) -> np.ndarray:
     """``mask`` with ``bits`` ORed into every pixel within ``radius`` (a square), separably."""
     sel = mask & bits
@@ -326,7 +334,7 @@ def warp_arrays(
     # Pixels no tile covers (dropped as far outside the input) have no data.
     out_mask = np.full((ny, nx), np.uint32(MaskPlane.NO_DATA), dtype=np.uint32)
     _kernels.resample(
-        values, var_in, mask, has_var, has_mask, area_out, use_area,
+        _readonly(values), _readonly(var_in), _readonly(mask), has_var, has_mask, _readonly(area_out), use_area,
         *mapping.kernel_args(),
         order, out, out_var, out_mask, np.uint32(MaskPlane.EDGE), np.uint32(MaskPlane.NO_DATA),
     )
