@@ -119,3 +119,29 @@ def test_masked_pixel_flux_restored_by_area():
     t = aperture_photometry(exp, [25.2], [24.9], radius=5.0)
     assert t["instflux"][0] == pytest.approx(3.0 * np.pi * 25.0, rel=1e-10)
     assert t["flags"][0] & PhotFlag.MASKED
+
+
+def test_circle_kernel_matches_sep_and_geometry(rng):
+    import sep
+
+    from photocalib.measure import _kernels
+
+    # sep rounds pixel values to float32 internally: give both float32-representable values.
+    img = rng.normal(100.0, 10.0, (300, 280)).astype(np.float32).astype(np.float64)
+    var = rng.uniform(1.0, 5.0, img.shape).astype(np.float32).astype(np.float64)
+    x = rng.uniform(-6, 286, 3000)
+    y = rng.uniform(-6, 306, 3000)
+    r = rng.uniform(0.2, 15.0, 3000)
+    flux, vsum, trunc = _kernels.sum_circles(img, var, x, y, r)
+    ref, ref_err, ref_flags = sep.sum_circle(img, x, y, r, var=var, subpix=0)
+    inside = ~trunc
+    np.testing.assert_allclose(flux[inside], ref[inside], rtol=1e-9, atol=1e-9 * np.abs(ref).max())
+    np.testing.assert_allclose(np.sqrt(vsum[inside]), ref_err[inside], rtol=1e-9)
+    # Truncation is the geometric statement "the circle leaves the image's extent".
+    leaves = (x - r < -0.5) | (x + r > 279.5) | (y - r < -0.5) | (y + r > 299.5)
+    np.testing.assert_array_equal(trunc, leaves)
+    # On a constant image the sum is the disc's area, clipped exactly at the image edge.
+    ones = np.ones_like(img)
+    area, _, _ = _kernels.sum_circles(ones, np.zeros((1, 1)), x, y, r)
+    np.testing.assert_allclose(area[inside], np.pi * r[inside] ** 2, rtol=1e-12)
+    assert np.all(area[trunc] < np.pi * r[trunc] ** 2)

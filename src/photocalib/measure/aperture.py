@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..image.kind import ImageKind, require_kind
 from ..image.mask import MaskPlane
+from . import _kernels
 
 __all__ = [
     "PhotFlag",
@@ -168,20 +169,41 @@ def sum_ellipses(
         m = np.asarray(mask)
         if m.shape != data.shape:
             raise InputError(f"mask shape {m.shape} differs from image shape {data.shape}")
-        bad = (m & np.uint32(bad_mask)) != 0
-        if bad.any():
-            badpix = bad
-            kwargs["mask"] = badpix
-        sat = (m & np.uint32(MaskPlane.SAT)) != 0
-        if sat.any():
-            satpix = sat.astype(np.float32)
-    flux, err, sflags = sep.sum_ellipse(data, x, y, a, b, theta, 1.0, **kwargs)
+        # One cheap scan first: most exposures have no mask bits set at all.
+        if m.any():
+            bad = (m & np.uint32(bad_mask)) != 0
+            if bad.any():
+                badpix = bad
+                kwargs["mask"] = badpix
+            sat = (m & np.uint32(MaskPlane.SAT)) != 0
+            if sat.any():
+                satpix = sat.astype(np.float32)
+    circles = bool(np.all(a == b))
+    if circles and badpix is None:
+        # Our strip-integral kernel: exact like sep's, faster, and sources sorted by row so
+        # consecutive apertures touch nearby memory.
+        order = np.argsort(y, kind="stable")
+        var_in = kwargs.get("var", np.zeros((1, 1), dtype=data.dtype))
+        f_s, v_s, t_s = _kernels.sum_circles(data, var_in, x[order], y[order], a[order])
+        flux = np.empty_like(f_s)
+        vsum = np.empty_like(v_s)
+        trunc = np.empty_like(t_s)
+        flux[order], vsum[order], trunc[order] = f_s, v_s, t_s
+        err = np.sqrt(vsum)
+        sflags = np.where(trunc, sep.APER_TRUNC, 0)
+    elif circles:
+        flux, err, sflags = sep.sum_circle(data, x, y, a, **kwargs)
+    else:
+        flux, err, sflags = sep.sum_ellipse(data, x, y, a, b, theta, 1.0, **kwargs)
     flags = np.zeros(np.shape(flux), dtype=np.int32)
     flags[(sflags & sep.APER_TRUNC) != 0] |= PhotFlag.EDGE
     flags[(sflags & sep.APER_HASMASKED) != 0] |= PhotFlag.MASKED
     flags[(sflags & sep.APER_ALLMASKED) != 0] |= PhotFlag.ALL_MASKED
     if satpix is not None:
-        nsat, _, _ = sep.sum_ellipse(satpix, x, y, a, b, theta, 1.0, subpix=0)
+        if circles:
+            nsat, _, _ = _kernels.sum_circles(satpix, np.zeros((1, 1), np.float32), x, y, a)
+        else:
+            nsat, _, _ = sep.sum_ellipse(satpix, x, y, a, b, theta, 1.0, subpix=0)
         flags[nsat > 0] |= PhotFlag.SATURATED
     flags[~np.isfinite(flux)] |= PhotFlag.NONFINITE
     if variance is None:
