@@ -41,6 +41,10 @@ class StarCatalog:
     template: np.ndarray
     flux: dict[str, np.ndarray]
 
+    def __post_init__(self) -> None:
+        for arr in (self.star, self.ra, self.dec, self.template, *self.flux.values()):
+            arr.flags.writeable = False
+
     def __len__(self) -> int:
         return len(self.star)
 
