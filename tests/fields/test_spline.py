@@ -176,3 +176,18 @@ def test_fit_many_nodes_with_a_gap_in_the_data(rng):
     # across the hole the curvature penalty bridges smoothly: no excursion beyond the pattern
     assert np.all(np.abs(fit.evaluate(x[hole], y[hole]) - 1.0) < 1.5e-3)
     assert np.all(np.isfinite(fit.values))
+
+
+def test_agrees_with_fitpack_interpolating_spline(rng):
+    """Independent implementation: FITPACK's s=0 bicubic puts interior knots at the data points
+    but the second and second-last, which is the not-a-knot spline."""
+    from scipy.interpolate import RectBivariateSpline
+
+    gx = np.sort(rng.uniform(-3.5, 116.5, 9))
+    gy = np.sort(rng.uniform(4.5, 94.5, 7))
+    values = rng.normal(size=(7, 9))
+    s = pc.SplineField(BOX, gx, gy, values)
+    ref = RectBivariateSpline(gy, gx, values, kx=3, ky=3, s=0)
+    x = rng.uniform(gx[0], gx[-1], 300)
+    y = rng.uniform(gy[0], gy[-1], 300)
+    np.testing.assert_allclose(s.evaluate(x, y), ref.ev(y, x), rtol=0, atol=1e-11)
