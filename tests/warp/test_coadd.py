@@ -162,3 +162,13 @@ def test_single_input_coadd_is_its_calibrated_warp(survey):
     # and nothing is lost: where the direct warp has good data the coadd has it too
     good = np.isfinite(direct.image) & ((direct.mask & (MaskPlane.EDGE | MaskPlane.NO_DATA)) == 0)
     assert np.all(used[good])
+
+
+def test_pixel_weighting_biases_bright_stars_as_documented(survey):
+    """Why per-exposure weights are the default: per-pixel 1/V weights, with the stars' own
+    photon noise in V, favour the input with the broadest PSF in each star's core."""
+    exposures, ra, dec, flux, wcs, shape = survey
+    dm_pixel = _coadd_mags(coadd(exposures, wcs, shape, weighting="pixel"), wcs, ra, dec, flux)
+    dm_exposure = _coadd_mags(coadd(exposures, wcs, shape), wcs, ra, dec, flux)
+    assert np.mean(dm_pixel) > 0.05  # biased faint by ~0.1 mag
+    assert abs(np.mean(dm_exposure)) < 1e-3

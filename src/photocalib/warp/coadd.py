@@ -1,7 +1,7 @@
 """Coadds: inverse-variance weighted means of calibrated fluence warps (rule 2).
 
 Each input is calibrated to nJy fluence, warped onto the target grid and averaged with
-weights 1/variance, optionally clipping outliers (transients, cosmic rays) first.
+inverse-variance weights, optionally clipping outliers (transients, cosmic rays) first.
 """
 
 from __future__ import annotations
@@ -63,10 +63,16 @@ class CoaddResult:
     def write(self, path: str | os.PathLike, overwrite: bool = True) -> None:
         """Write the coadd (image, variance, mask, calibration) plus WEIGHT, COUNT, REJECTED
         and AREA image HDUs to one FITS file, atomically."""
+        import tempfile
+        from pathlib import Path
+
         from .._io import atomic_write_hdulist, open_fits
 
-        # Write the exposure with the image layer's writer, then append the planes.
-        with _temporary_path(path) as tmp:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The image layer writes the exposure; its HDUs are then joined by the planes.
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmpdir:
+            tmp = Path(tmpdir) / "exposure.fits"
             self.exposure.write(tmp)
             with open_fits(tmp) as hdul:
                 hdus = [h.copy() for h in hdul]
@@ -79,21 +85,6 @@ class CoaddResult:
         extra[0].header["BUNIT"] = "nJy-2"
         extra[3].header["BUNIT"] = "arcsec2"
         atomic_write_hdulist(fits.HDUList(hdus + extra), path, overwrite=overwrite)
-
-
-class _temporary_path:
-    def __init__(self, path):
-        import tempfile
-        from pathlib import Path
-
-        self._dir = tempfile.TemporaryDirectory(dir=Path(path).parent)
-        self.path = Path(self._dir.name) / "coadd.fits"
-
-    def __enter__(self):
-        return self.path
-
-    def __exit__(self, *exc):
-        self._dir.cleanup()
 
 
 def _calibrated(exp: Exposure, index: int) -> Exposure:
@@ -128,7 +119,8 @@ def coadd(
 
     Every exposure is calibrated to nJy fluence (``photo_calib.calibrate_image``; an exposure
     without a calibration must already be a FLUENCE image in nJy), warped onto ``target_wcs``
-    with :func:`warp_exposure` (flux conserving), and averaged pixel by pixel,
+    with the flux-conserving fluence warp of :func:`warp_exposure` (onto the part of the grid
+    its outline covers), and averaged pixel by pixel,
     :math:`\bar f = \sum w_i f_i / \sum w_i`, with variance
     :math:`\sum w_i^2 V_i / (\sum w_i)^2`. Pixels whose warped mask has any of ``bad_mask``
     set, or with no finite positive variance, are left out (the weights renormalise).
@@ -139,7 +131,8 @@ def coadd(
     ``weighting="pixel"`` uses :math:`w_i = 1/V_i` per pixel, the least-noise mean where the
     sky dominates, but where the variance includes the sources' own photon noise it gives
     less weight to the input in which a star is sharper (brighter core), which biases bright
-    stars' fluxes when the PSFs differ.
+    stars faint when the PSFs differ: by 0.11 mag for inputs of 0.7" to 1.1" FWHM in the
+    tests, against < 1 mmag with ``"exposure"``.
 
     With ``clip=True`` outliers are rejected before the mean: the centre is the per-pixel
     median of the inputs, and an input is rejected where
@@ -150,8 +143,9 @@ def coadd(
     there). The comparison is pixel by pixel on unmatched warps, so it assumes the inputs'
     PSFs are alike: where they differ much (e.g. seeing 0.7" against 1.1"), the cores and
     wings of bright stars differ between inputs by far more than their noise, get clipped in
-    some inputs and not others, and the stars' coadd fluxes are biased at the 1 % level; coadd
-    such inputs with ``clip=False`` (or PSF-match them first).
+    some inputs and not others, and the stars' coadd fluxes err at the 1 % level (10 mmag RMS
+    for 0.7" to 1.1" FWHM in the tests); coadd such inputs with ``clip=False`` (or PSF-match
+    them first).
 
     Each warp's variance ignores the covariance the kernel introduces between neighbouring
     pixels (see :mod:`photocalib.warp.warp`), so the coadd variance is per pixel in the same
