@@ -175,3 +175,18 @@ def test_mask_shape_mismatch(tmp_path):
                   fits.ImageHDU(np.zeros((4, 4), np.int32), name="MASK")]).writeto(path)
     with pytest.raises(pc.InputError, match=r"mask.fits\[MASK\]: shape"):
         pc.Exposure.read(path)
+
+
+def test_reads_a_file_written_by_ccddata(tmp_path):
+    from astropy.nddata import CCDData, StdDevUncertainty
+
+    mask = np.eye(3, 4, dtype=bool)
+    ccd = CCDData(np.arange(12.0).reshape(3, 4), unit="adu",
+                  uncertainty=StdDevUncertainty(np.full((3, 4), 2.0)), mask=mask)
+    path = tmp_path / "ccd.fits"
+    ccd.write(path)
+    exp = pc.Exposure.read(path)
+    np.testing.assert_array_equal(exp.image, ccd.data)
+    np.testing.assert_array_equal(exp.variance, 4.0)
+    np.testing.assert_array_equal(exp.mask, np.where(mask, MaskPlane.BAD, 0))
+    assert exp.unit == u.adu

@@ -213,6 +213,8 @@ def _read(path, hdu):
             unit = _parse_unit(full["BUNIT"], where)
         wcs = _wcs_from(header, hdul, where)
         variance = _read_plane(hdul, "VARIANCE", image.shape, path)
+        if variance is None and "UNCERT" in hdul:
+            variance = _ccddata_variance(hdul, image.shape, path)
         mask = _read_plane(hdul, "MASK", image.shape, path)
         photo_calib = None
         if "PHOTOCAL" in hdul:
@@ -253,6 +255,25 @@ def _photo_calib_reader():
     if _PHOTO_CALIB_READER is None:
         raise InputError("the PHOTOCAL HDU needs photocalib.calib, which did not register a reader")
     return _PHOTO_CALIB_READER
+
+
+def _ccddata_variance(hdul: fits.HDUList, shape, path) -> np.ndarray | None:
+    """The variance from the UNCERT HDU that astropy's CCDData.write produces."""
+    utype = str(hdul["UNCERT"].header.get("UTYPE", ""))
+    data = _read_plane(hdul, "UNCERT", shape, path)
+    if data is None:
+        return None
+    if utype == "VarianceUncertainty":
+        return data
+    if utype == "StdDevUncertainty":
+        return np.square(data)
+    if utype == "InverseVariance":
+        with np.errstate(divide="ignore"):
+            return 1.0 / data
+    raise InputError(
+        f"{path}[UNCERT]: keyword UTYPE = {utype!r} is not VarianceUncertainty, "
+        "StdDevUncertainty or InverseVariance, so it cannot become a variance"
+    )
 
 
 def _parse_unit(value, where: str) -> u.UnitBase:
