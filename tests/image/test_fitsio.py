@@ -18,6 +18,8 @@ def _exposure(rng, kind="FLUENCE", dtype=np.float32):
     meta = fits.Header()
     meta["FILTER"] = "r"
     meta["EXPTIME"] = 30.0
+    meta["HISTORY"] = "flat-fielded by photocalib"
+    meta["HIERARCH ESO DET CHIP NAME"] = "CCD-7"
     return pc.Exposure(img, var, mask, kind=kind, unit="adu" if kind == "FLUENCE" else "adu/arcsec2",
                        metadata=meta)
 
@@ -36,6 +38,8 @@ def test_round_trip_without_wcs(tmp_path, rng, kind, dtype):
     np.testing.assert_array_equal(back.mask, exp.mask)
     assert back.mask.dtype == np.uint32
     assert back.metadata["FILTER"] == "r" and back.metadata["EXPTIME"] == 30.0
+    assert list(back.metadata["HISTORY"]) == ["flat-fielded by photocalib"]
+    assert back.metadata["ESO DET CHIP NAME"] == "CCD-7"
     assert back.wcs is None
     with fits.open(path) as hdul:
         assert hdul[0].header["PCKIND"] == kind

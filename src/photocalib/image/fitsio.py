@@ -54,7 +54,7 @@ def _metadata_from(header: fits.Header) -> fits.Header:
     out = fits.Header()
     for card in header.cards:
         key = card.keyword
-        if key in _STRUCTURAL or _is_wcs_key(key) or key in ("COMMENT", "HISTORY", ""):
+        if key in _STRUCTURAL or _is_wcs_key(key) or key == "":
             continue
         out.append(card)
     return out
