@@ -127,3 +127,18 @@ def test_isr_from_hdu_reads_keywords_and_overscan(header, wcs, rng):
     del h2["BIASSEC"]
     with pytest.raises(pc.InputError, match="BIAS"):
         isr_from_hdu(fits.ImageHDU(data, h2), flat)
+
+
+def test_tree_ring_correction_from_a_spline_field(wcs, rng):
+    """The camera's pixel-size map as a SplineField (as a camera model would ship it)."""
+    box = pc.Box(0, 0, N, N)
+    ring = RingField(box)
+    spline = pc.SplineField.approximate(ring, nodes=96)
+    approx_err = np.abs(spline.fill() / ring.fill() - 1).max()
+    assert approx_err < 2e-4
+    area, true_area, response, lamp, flat = _scene(wcs, rng, ring)
+    raw = 2.0e4 * true_area * response
+    fixed = run_isr(raw, flat=DomeFlat.from_array(flat, level=lamp), wcs=wcs, pixel_size_correction=spline)
+    fluence = np.asarray(fixed.to_fluence().image)
+    np.testing.assert_allclose(fluence, 2.0e4 * area * spline.fill(), rtol=3e-6)
+    assert np.abs(fluence / (2.0e4 * true_area) - 1).max() < approx_err + 3e-6
