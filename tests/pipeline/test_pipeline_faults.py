@@ -26,7 +26,7 @@ DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
 
 def _config(**dask) -> Config:
     return Config().with_overrides(
-        measure={"aperture_arcsec": 4.0, "apcorr_radius_arcsec": 8.0},
+        measure={"aperture_arcsec": 8.0},
         background={"mesh_size": 50}, calibration={"star_flat_order": 1},
         warp={"coadd_size": 128}, report={"enabled": False},
         dask={"progress": False, "memory_limit": "1GiB", **dask})

@@ -94,8 +94,10 @@ class MeasureConfig(_Section):
     )
     aperture_pixels: float = Field(5.0, gt=0, description="aperture radius in pixels")
     apcorr_radius_arcsec: float | None = Field(
-        5.0, gt=0,
-        description="large aperture the fluxes are corrected to, from bright stars (None: no correction)",
+        None, gt=0,
+        description="large aperture the fluxes are corrected to, from bright isolated stars "
+        "(None, the default: no correction; a PSF constant across a visit makes the aperture "
+        "loss a per-visit constant, which the joint fit's grey term absorbs)",
     )
     apcorr_order: int = Field(0, ge=0, le=4, description="Chebyshev order of the aperture correction")
     match_radius_arcsec: float = Field(

@@ -153,8 +153,10 @@ _FIGURES: list[tuple[str, str, str, Callable[..., object]]] = [
     ("starflat", "Star flat",
      "The per-detector star flat of the joint fit (mmag), the fluence-to-fluence correction "
      "that the dome flat leaves.", _star_flat),
-    ("grey", "Grey terms", "The grey (extinction) term fitted per visit, with the simulator's "
-     "truth when the run was given it.", _grey),
+    ("grey", "Grey terms", "The calibration level fitted per visit (mean over detectors seen in "
+     "every visit, mean removed), with the simulator's truth when the run was given it: "
+     "extinction × grey cloud × exposure time. Aperture losses, which change with seeing, are "
+     "in the fit but not in that truth.", _grey),
     ("residual_map", "Residuals across the focal plane",
      "Calibrated star magnitudes minus the truth (or the reference catalog), for the "
      "Jacobian-aware and the legacy calibrations side by side, on one colour scale.",

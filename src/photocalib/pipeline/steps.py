@@ -150,12 +150,26 @@ def _sources(exp_fluence, wcs, config: Config):
     apcorr = np.ones(x.size)
     m = config.measure
     if m.apcorr_radius_arcsec is not None and m.aperture_arcsec is not None and x.size:
+        from scipy.spatial import cKDTree
+
         from ..measure import fit_aperture_correction
 
+        # Only stars with no detected neighbour within twice the large aperture: in a crowded
+        # field the large aperture of most stars holds a neighbour, which no clipping undoes.
+        scale = float(np.asarray(wcs.pixel_scale(exp_fluence.shape[1] / 2, exp_fluence.shape[0] / 2)))
+        nn = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)[0][:, 1] if x.size > 1 else np.full(x.size, np.inf)
+        iso = nn * scale > 2.0 * m.apcorr_radius_arcsec
         try:
-            fit = fit_aperture_correction(exp_fluence, x, y, m.aperture_arcsec, m.apcorr_radius_arcsec,
-                                          order=m.apcorr_order or None, min_snr=max(m.min_snr, 50.0))
-            apcorr = fit.field.evaluate(x, y)
+            fit = fit_aperture_correction(exp_fluence, x[iso], y[iso], m.aperture_arcsec,
+                                          m.apcorr_radius_arcsec, order=m.apcorr_order or None,
+                                          min_snr=max(m.min_snr, 50.0))
+            values = fit.field.evaluate(x, y)
+            # A large aperture holds at least the small one's flux and, for any real PSF, not
+            # half as much again: outside that the correction is measuring something else.
+            if np.all((values >= 0.98) & (values <= 1.5)):
+                apcorr = values
+            else:
+                log.info("aperture correction %.3f..%.3f rejected as implausible", values.min(), values.max())
         except InputError as exc:
             # Common on sparse detectors; the joint fit's grey term absorbs a per-visit PSF loss.
             log.info("no aperture correction for %s: %s", exp_fluence.metadata.get("EXTNAME", "?"), exc)

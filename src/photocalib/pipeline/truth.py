@@ -25,7 +25,7 @@ class Truth:
 
     stars: pd.DataFrame  # star, ra, dec, flux, colour
     colour_name: str
-    visits: pd.DataFrame | None  # visit, grey_mag
+    visits: pd.DataFrame | None  # visit, grey_mag (total per-visit attenuation, mag)
 
 
 def _colour(df: pd.DataFrame, band: str) -> tuple[np.ndarray, str]:
@@ -66,7 +66,15 @@ def read_truth(folder: str | os.PathLike | None, band: str) -> Truth | None:
     vpath = folder / "visits.parquet"
     if vpath.is_file():
         v = read_table(vpath)
-        if "visit" in v.columns and "grey_mag" in v.columns:
+        if "visit" in v.columns and "transmission_center" in v.columns:
+            # What a per-visit calibration level absorbs: extinction, grey cloud and exposure
+            # time (aperture losses, which depend on seeing, are not in the truth).
+            level = v["transmission_center"].to_numpy(float)
+            if "exptime" in v.columns:
+                level = level * v["exptime"].to_numpy(float)
+            visits = pd.DataFrame({"visit": v["visit"].to_numpy(np.int64),
+                                   "grey_mag": -2.5 * np.log10(level)})
+        elif "visit" in v.columns and "grey_mag" in v.columns:
             visits = pd.DataFrame({"visit": v["visit"].to_numpy(np.int64),
                                    "grey_mag": v["grey_mag"].to_numpy(float)})
     return Truth(stars, name, visits)
