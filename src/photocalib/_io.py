@@ -53,9 +53,34 @@ def atomic_write_hdulist(hdul: fits.HDUList, path: str | os.PathLike, overwrite:
         hdul.writeto(tmp, overwrite=True, checksum=True)
 
 
+def _check_complete(hdul: fits.HDUList, path: Path) -> None:
+    """InputError unless the HDUs account for the whole file.
+
+    astropy only warns about a file shorter than its headers announce (and reads what is
+    there), so a truncated file would otherwise load silently.
+    """
+    try:
+        n = len(hdul)  # reads every header
+        info = hdul.fileinfo(n - 1)
+        end = info["datLoc"] + info["datSpan"]
+    except Exception as exc:  # noqa: BLE001 - astropy raises many types on a damaged file
+        raise InputError(f"{path}: damaged FITS structure ({exc}); the file may be truncated") from exc
+    size = path.stat().st_size
+    if size < end:
+        raise InputError(f"{path}: truncated: {size} bytes, but its HDUs need {end}; "
+                         "the file was cut short (copy it again)")
+
+
 @contextlib.contextmanager
 def open_fits(path: str | os.PathLike, **kwargs) -> Iterator[fits.HDUList]:
-    """Open a FITS file, turning missing, empty, truncated or non-FITS files into InputError."""
+    """Open a FITS file, turning missing, empty, truncated or non-FITS files into InputError.
+
+    Raises
+    ------
+    InputError
+        The file is missing, a directory, empty, not FITS, fails verification, or is shorter
+        than its headers say (truncated).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -72,6 +97,7 @@ def open_fits(path: str | os.PathLike, **kwargs) -> Iterator[fits.HDUList]:
             hdul.verify("silentfix")
         except Exception as exc:  # noqa: BLE001 - astropy raises VerifyError subclasses and more
             raise InputError(f"{path}: FITS file fails verification ({exc})") from exc
+        _check_complete(hdul, path)
         yield hdul
     finally:
         hdul.close()

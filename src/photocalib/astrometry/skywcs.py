@@ -68,6 +68,36 @@ def _check_header_values(header: fits.Header) -> None:
             raise InputError(f"WCS keyword {key} is {value!r}; give it a finite number")
 
 
+_SIP_TERM = re.compile(r"^(A|B|AP|BP)_(\d+)_(\d+)$")
+
+
+def _check_sip_orders(header: fits.Header) -> None:
+    """Name a SIP term beyond its ``<P>_ORDER`` (astropy would silently drop it).
+
+    A header whose ``A_ORDER`` is lower than the degree of its ``A_p_q`` terms is inconsistent:
+    wcslib ignores the higher terms, which changes the distortion (and the pixel area) without
+    a word, so it is refused.
+    """
+    for card in header.cards:
+        m = _SIP_TERM.match(card.keyword)
+        if m is None:
+            continue
+        prefix, p, q = m.group(1), int(m.group(2)), int(m.group(3))
+        order_key = f"{prefix}_ORDER"
+        order = header.get(order_key)
+        if not isinstance(order, int | float) or isinstance(order, bool):
+            raise InputError(
+                f"SIP keyword {card.keyword} is present but {order_key} is "
+                f"{'missing' if order is None else repr(order)}; add {order_key} (an integer)"
+            )
+        value = card.value
+        if p + q > order and isinstance(value, int | float) and value != 0:
+            raise InputError(
+                f"SIP keyword {card.keyword} (degree {p + q}) exceeds {order_key} = {int(order)}; "
+                f"the term would be ignored: raise {order_key} to {p + q} or remove the term"
+            )
+
+
 def _check_wcs_values(w: WCS) -> None:
     ww = w.wcs
     for name, arr in (("CRVAL", ww.crval), ("CRPIX", ww.crpix), ("CDELT", ww.get_cdelt()), ("PC", ww.get_pc())):
@@ -320,10 +350,12 @@ class SkyWcs:
         Raises
         ------
         InputError
-            Unparseable header, no celestial axes, or a NaN/infinite WCS keyword (named).
+            Unparseable header, no celestial axes, a NaN/infinite WCS keyword (named), or a SIP
+            term of a higher degree than its ``A_ORDER``/``B_ORDER``/``AP_ORDER``/``BP_ORDER``.
         """
         hdr = _as_header(header)
         _check_header_values(hdr)
+        _check_sip_orders(hdr)
         import warnings
 
         from astropy.wcs import FITSFixedWarning
