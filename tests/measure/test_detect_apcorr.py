@@ -78,3 +78,17 @@ def test_aperture_correction_field_follows_psf_width(tan_wcs, rng, render):
     ok = (corrected["flags"] == 0) & isolated
     ratio = corrected["instflux"][ok] / (flux[ok] * big_ee[ok])
     assert np.std(ratio) < 4e-3 and abs(np.median(ratio) - 1) < 4e-3
+
+
+def test_detect_flags_saturated_footprints(tan_wcs, rng, render):
+    from photocalib.image import MaskPlane
+
+    exp, x, y, _ = _star_field(render, tan_wcs, rng, n=20)
+    mask = np.zeros(exp.shape, np.uint32)
+    hit = np.argsort(x)[:3]  # saturate the cores of three stars
+    mask[np.round(y[hit]).astype(int), np.round(x[hit]).astype(int)] = MaskPlane.SAT
+    cat = detect(exp.replace(mask=mask), threshold=5.0)
+    d = np.hypot(cat["x"][:, None] - x[hit][None, :], cat["y"][:, None] - y[hit][None, :])
+    flagged = d.min(axis=1) < 1.0
+    assert flagged.sum() >= 3
+    np.testing.assert_array_equal(np.asarray(cat["saturated"]), flagged)

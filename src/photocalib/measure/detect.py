@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import sep
 from astropy.table import Table
+from scipy.spatial import cKDTree
 
 from ..errors import InputError
 from ..image.kind import ImageKind, require_kind
@@ -131,22 +132,17 @@ def detect(
         x, y, _ = centroid(exp, x, y, np.clip(size, 0.5, 10.0), bad_mask=bad_mask)
     saturated = np.zeros(x.size, dtype=bool)
     if mask is not None and x.size:
-        sat = (mask & np.uint32(MaskPlane.SAT)) != 0
-        if sat.any():
-            xmin = np.clip(objects["xmin"], 0, data.shape[1] - 1)
-            xmax = np.clip(objects["xmax"], 0, data.shape[1] - 1)
-            ymin = np.clip(objects["ymin"], 0, data.shape[0] - 1)
-            ymax = np.clip(objects["ymax"], 0, data.shape[0] - 1)
-            # A summed-area table answers "any SAT pixel in this box" for all objects at once.
-            sat_cum = np.zeros((data.shape[0] + 1, data.shape[1] + 1), dtype=np.int64)
-            np.cumsum(np.cumsum(sat, axis=0), axis=1, out=sat_cum[1:, 1:])
-            count = (
-                sat_cum[ymax + 1, xmax + 1]
-                - sat_cum[ymin, xmax + 1]
-                - sat_cum[ymax + 1, xmin]
-                + sat_cum[ymin, xmin]
+        sy, sx = np.nonzero((mask & np.uint32(MaskPlane.SAT)) != 0)
+        if sy.size:
+            # SAT pixels are few and sit in star cores: give each to the nearest object and
+            # keep it if it lies within that object's footprint box.
+            tree = cKDTree(np.column_stack([objects["x"], objects["y"]]))
+            _, owner = tree.query(np.column_stack([sx, sy]))
+            inside = (
+                (sx >= objects["xmin"][owner]) & (sx <= objects["xmax"][owner])
+                & (sy >= objects["ymin"][owner]) & (sy <= objects["ymax"][owner])
             )
-            saturated = count > 0
+            saturated[owner[inside]] = True
     flags = np.asarray(objects["flag"], dtype=np.int32)
     table = Table(
         {
