@@ -98,7 +98,7 @@ Expected electrons in a pixel::
 
 with F_i the star's true flux (nJy, band b), P_i its PSF (Moffat beta 3.5 or Kolmogorov of the
 visit's FWHM) integrated over pixels by GalSim through the local WCS at the star, drawn on a
-stamp of +-7 FWHM (sum P_i >= 0.99995; the drawn total is ``drawn_e``), and S_v the sky rate
+stamp of +-9 FWHM (Moffat: sum P_i >= 0.9999; the drawn total is ``drawn_e``), and S_v the sky rate
 (e-/s/arcsec^2, ``survey.sky_rate``; the sky is drawn with ``makeSkyImage``, i.e. times A_wcs).
 Raw: ``raw = bias + Poisson(E) / gain + N(0, read_noise / gain)`` (GalSim ``CCDNoise``), clipped
 at ``SATURATE``; float32, not quantised.
