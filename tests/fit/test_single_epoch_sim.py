@@ -186,3 +186,31 @@ def test_background_on_sb_is_flat_and_on_fluence_keeps_the_area(processed, sim):
         left = (sky_sb * area - wrong.fill()) / (sky_sb * area)  # what subtraction leaves, as sky fraction
         assert np.ptp(left) > 0.03
         assert np.corrcoef(left[::16, ::16].ravel(), area[::16, ::16].ravel())[0, 1] > 0.99
+
+
+def test_process_detector_writes_a_calibrated_catalog(sim, tmp_path):
+    from photocalib.fit import process_detector, read_catalog, write_catalog
+
+    ref = Table({k: np.asarray(sim.refcat[k]) for k in ("star", "ra", "dec", "flux", "flux_err")})
+    visit, det = sim.visits[0], sim.detectors[0]
+    raw, header = sim.read_raw(visit, det)
+    flat, flat_header = sim.read_dome_flat(det)
+    out = process_detector(fits.ImageHDU(raw, header), DomeFlat.from_array(flat, header=flat_header), ref,
+                           mesh_size=128, threshold=10.0)
+    cat = out.catalog
+    assert out.exposure.kind.value == "FLUENCE" and out.exposure.photo_calib is out.fit.photo_calib
+    for col in ("instflux", "instflux_err", "instflux_nJy", "instflux_nJy_err", "instflux_mag",
+                "instflux_mag_err", "flags", "pixel_area", "kind", "ra", "dec", "ref_flux"):
+        assert col in cat.colnames, col
+    truth = sim.observations.to_pandas()
+    truth = truth[(truth.visit == visit) & (truth.detector == det)].set_index("star")
+    m = (np.asarray(cat["ref_index"]) >= 0) & (np.asarray(cat["flags"]) == 0)
+    star = np.asarray(ref["star"])[np.asarray(cat["ref_index"])[m]]
+    true_flux = truth.flux_njy.reindex(star).to_numpy()
+    snr = np.asarray(cat["instflux"] / cat["instflux_err"])[m]
+    resid = -2.5 * np.log10(np.asarray(cat["instflux_nJy"])[m] / true_flux)
+    ok = np.isfinite(resid) & (snr > 500)
+    assert ok.sum() > 10 and abs(np.median(resid[ok])) < 2e-3
+    write_catalog(cat, tmp_path / "cat.parquet")
+    back = read_catalog(tmp_path / "cat.parquet")
+    assert back.meta["visit"] == visit and back.meta["detector"] == det and back.meta["kind"] == "FLUENCE"
