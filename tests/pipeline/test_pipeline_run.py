@@ -17,6 +17,7 @@ import pytest
 from astropy.io import fits
 from click.testing import CliRunner
 from mini_survey import write_mini_survey
+from pipeline_chromium import chromium_path, probe_page
 from scipy.spatial import cKDTree
 
 from photocalib.cli import main
@@ -106,6 +107,9 @@ def test_run_on_tpv_headers_with_dask(tmp_path, config_file):
     assert result.exit_code == 0, result.output
     assert "report:" in result.output
     _check_run(out, survey)
+    if chromium_path() is not None:
+        n_images, n_loaded, _ = probe_page(out / "report" / "index.html")
+        assert n_images == 7 and n_loaded == 7
 
 
 def test_run_on_sip_headers_and_rerun_skips(tmp_path, config_file):
@@ -125,3 +129,11 @@ def test_run_on_sip_headers_and_rerun_skips(tmp_path, config_file):
     counts = json.loads((out / "run.json").read_text())["counts"]
     assert counts["units_cached"] == 6 and counts["units_processed"] == 0
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing rewritten
+    # `photocalib report` recomputes the tables from the outputs and redraws the same report.
+    grey = pd.read_parquet(out / "tables" / "grey.parquet")
+    (out / "tables" / "grey.parquet").unlink()
+    (out / "report" / "grey.png").unlink()
+    redo = CliRunner().invoke(main, ["report", str(out)])
+    assert redo.exit_code == 0, redo.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "tables" / "grey.parquet"), grey)
+    assert (out / "report" / "grey.png").is_file()

@@ -98,11 +98,23 @@ def run_cmd(survey, out, raw, flats, refcat, truth, no_report, config_path, sche
 
 @main.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-def report_cmd(run_dir: str) -> None:
-    """(Re)draw RUN_DIR/report/index.html from the tables of a finished `photocalib run`."""
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration (for [report] and the star selection; default: built-in).")
+@click.option("--redraw-only", is_flag=True,
+              help="Only redraw the plots from RUN_DIR/tables, without recomputing them.")
+def report_cmd(run_dir: str, config_path: str | None, redraw_only: bool) -> None:
+    """(Re)write RUN_DIR/report/index.html of a `photocalib run`: recompute its summary tables
+    from the run's outputs (and the truth, when the run had one), then draw the plots."""
+    from ..pipeline.config import load_config
     from ..pipeline.report import write_report
+    from ..pipeline.runner import refresh_report
 
-    click.echo(str(write_report(run_dir).resolve()))
+    cfg = load_config(config_path)
+    if redraw_only or not (Path(run_dir) / "run.json").is_file():
+        path = write_report(run_dir, cutout_size=cfg.report.cutout_size, dpi=cfg.report.dpi)
+    else:
+        path = refresh_report(run_dir, cfg)
+    click.echo(str(path.resolve()))
 
 
 @main.command("demo")

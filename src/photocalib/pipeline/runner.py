@@ -92,9 +92,10 @@ class _Run:
     def save_state(self) -> None:
         cfg = self.config
         write_json(self.run.run_json, {
-            "inputs": {"units": len(self.inputs.units), "visits": self.inputs.visits,
-                       "detectors": self.inputs.detectors, "refcat": self.inputs.refcat,
-                       "truth": self.inputs.truth, "flats": len(self.inputs.flats)},
+            "inputs": {"units": [[u.visit, u.detector, u.path, u.hdu] for u in self.inputs.units],
+                       "visits": self.inputs.visits, "detectors": self.inputs.detectors,
+                       "refcat": self.inputs.refcat, "truth": self.inputs.truth,
+                       "flats": {str(k): v for k, v in self.inputs.flats.items()}},
             "joint_model": cfg.calibration.joint_model if cfg.calibration.joint else None,
             "timings": self.result.timings, "skipped": self.result.skipped,
             "counts": self.result.counts,
@@ -325,12 +326,37 @@ def run_pipeline(inputs: RunInputs, out: str | os.PathLike, config: Config | Non
     return r.result
 
 
-def previous_inputs(out: str | os.PathLike) -> dict[str, Any]:
-    """The inputs a previous run in ``out`` recorded (for ``photocalib report``)."""
+def previous_inputs(out: str | os.PathLike) -> RunInputs:
+    """The inputs a previous run in ``out`` recorded in its ``run.json``.
+
+    Raises
+    ------
+    InputError
+        If ``out`` has no readable run record.
+    """
     path = RunLayout(Path(out)).run_json
     if not path.is_file():
         raise InputError(f"{out}: no run.json; is it the output directory of `photocalib run`?")
     try:
-        return dict(read_json(path).get("inputs", {}))
-    except (AttributeError, PhotocalibError) as exc:
+        rec = dict(read_json(path).get("inputs", {}))
+        units = tuple(Unit(int(v), int(d), str(p), int(h)) for v, d, p, h in rec["units"])
+        flats = {int(k): str(v) for k, v in dict(rec.get("flats", {})).items()}
+        return RunInputs(units, flats, rec.get("refcat"), rec.get("truth"))
+    except (AttributeError, KeyError, TypeError, ValueError, PhotocalibError) as exc:
         raise InputError(f"{path}: unreadable run record ({exc})") from exc
+
+
+def refresh_report(out: str | os.PathLike, config: Config | None = None) -> Path:
+    """Recompute the summary tables of a finished run and redraw its report."""
+    from .report import write_report
+    from .summary import write_summary
+
+    config = config or Config()
+    layout = RunLayout(Path(out))
+    counts = {}
+    try:
+        counts = dict(read_json(layout.run_json).get("counts", {}))
+    except (InputError, AttributeError):
+        counts = {}
+    write_summary(layout, previous_inputs(out), config, counts=counts)
+    return write_report(out, cutout_size=config.report.cutout_size, dpi=config.report.dpi)
