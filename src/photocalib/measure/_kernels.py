@@ -25,24 +25,31 @@ def _f(t, r):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _right(X, y0, y1, r):
-    """Area of the disc within the strip y0..y1 and right of x = X >= 0."""
+def _right(X, y0, y1, f0, f1, r):
+    """Area of the disc within the strip y0..y1 and right of x = X >= 0 (f0, f1 = F(y0), F(y1))."""
     if X >= r:
         return 0.0
     yx = math.sqrt(r * r - X * X)
-    a = max(y0, -yx)
-    b = min(y1, yx)
+    # Where the chord's ends fall outside the strip, the strip edges' F values are reused.
+    if y0 >= -yx:
+        a, fa = y0, f0
+    else:
+        a, fa = -yx, -_f(yx, r)
+    if y1 <= yx:
+        b, fb = y1, f1
+    else:
+        b, fb = yx, _f(yx, r)
     if b <= a:
         return 0.0
-    return _f(b, r) - _f(a, r) - X * (b - a)
+    return fb - fa - X * (b - a)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _left_area(X, y0, y1, r, strip):
+def _left_area(X, y0, y1, f0, f1, r, strip):
     """H(X): area of the disc within the strip and left of x = X (``strip`` = whole strip area)."""
     if X >= 0.0:
-        return strip - _right(X, y0, y1, r)
-    return _right(-X, y0, y1, r)
+        return strip - _right(X, y0, y1, f0, f1, r)
+    return _right(-X, y0, y1, f0, f1, r)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"nsz", "arcp", "contract", "reassoc"})
@@ -77,16 +84,27 @@ def sum_circles(image, variance, xc, yc, radius):
             trunc[k] = True
         fsum = 0.0
         var = 0.0
+        # A strip's upper edge is the next strip's lower edge: carry F and the half-width over.
+        last_y = math.nan
+        last_f = 0.0
+        last_s = 0.0
         for j in range(max(jlo, 0), min(jhi, ny - 1) + 1):
             y0 = max(j - 0.5 - cy, -r)
             y1 = min(j + 0.5 - cy, r)
             if y1 <= y0:
                 continue
-            strip = 2.0 * (_f(y1, r) - _f(y0, r))  # the chord is 2 s(y) wide
-            h = y1 - y0
-            # Half-widths of the disc at the strip's edges and its widest point in the strip.
-            s0 = math.sqrt(max(r * r - y0 * y0, 0.0))
+            if y0 == last_y:
+                f0 = last_f
+                s0 = last_s
+            else:
+                f0 = _f(y0, r)
+                s0 = math.sqrt(max(r * r - y0 * y0, 0.0))
+            f1 = _f(y1, r)
             s1 = math.sqrt(max(r * r - y1 * y1, 0.0))
+            last_y, last_f, last_s = y1, f1, s1
+            strip = 2.0 * (f1 - f0)  # the chord is 2 s(y) wide
+            h = y1 - y0
+            # Half-widths of the disc at the strip's edges (s0, s1) and its widest point.
             smin = min(s0, s1)
             smax = r if (y0 < 0.0 < y1) else max(s0, s1)
             i_first = int(math.floor(cx - smax + 0.5))
@@ -101,7 +119,7 @@ def sum_circles(image, variance, xc, yc, radius):
             prev_h = 0.0
             for i in range(i_first, min(i_in_lo, i_last + 1)):
                 x1 = i + 0.5 - cx
-                cur_h = strip if x1 >= smax else _left_area(x1, y0, y1, r, strip)
+                cur_h = strip if x1 >= smax else _left_area(x1, y0, y1, f0, f1, r, strip)
                 w = cur_h - prev_h
                 prev_h = cur_h
                 if w > 0.0 and 0 <= i < nx:
@@ -124,7 +142,7 @@ def sum_circles(image, variance, xc, yc, radius):
                 prev_h = 0.5 * strip + (i_in_hi + 0.5 - cx) * h
             for i in range(max(i_in_hi + 1, i_first), i_last + 1):
                 x1 = i + 0.5 - cx
-                cur_h = strip if x1 >= smax else _left_area(x1, y0, y1, r, strip)
+                cur_h = strip if x1 >= smax else _left_area(x1, y0, y1, f0, f1, r, strip)
                 w = cur_h - prev_h
                 prev_h = cur_h
                 if w > 0.0 and 0 <= i < nx:
