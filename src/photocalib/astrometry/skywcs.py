@@ -52,6 +52,17 @@ def _as_header(header) -> fits.Header:
     raise InputError(f"SkyWcs.from_header needs an astropy Header or a header string, got {type(header).__name__}")
 
 
+def _raw_card(card) -> str:
+    """The card's text as read, even when astropy cannot format it (non-ASCII bytes)."""
+    raw = getattr(card, "_image", None)
+    if isinstance(raw, str):
+        return raw.strip()
+    try:
+        return card.image.strip()
+    except Exception:  # noqa: BLE001 - formatting a damaged card raises several types
+        return card.keyword
+
+
 def _check_header_values(header: fits.Header) -> None:
     """Name the first WCS keyword that is NaN, infinite or not a number."""
     for card in header.cards:
@@ -62,7 +73,7 @@ def _check_header_values(header: fits.Header) -> None:
             value = card.value
         except Exception as exc:  # astropy's VerifyError for e.g. "CRVAL1 = NAN"
             raise InputError(
-                f"WCS keyword {key} has an unparsable value ({card.image.strip()!r}); give it a finite number"
+                f"WCS keyword {key} has an unparsable value ({_raw_card(card)!r}); give it a finite number"
             ) from exc
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise InputError(f"WCS keyword {key} is {value!r}; give it a finite number")
@@ -84,7 +95,10 @@ def _check_sip_orders(header: fits.Header) -> None:
             continue
         prefix, p, q = m.group(1), int(m.group(2)), int(m.group(3))
         order_key = f"{prefix}_ORDER"
-        order = header.get(order_key)
+        try:
+            order = header.get(order_key)
+        except Exception as exc:  # noqa: BLE001 - astropy's VerifyError/ValueError for a damaged card
+            raise InputError(f"SIP keyword {order_key} has an unparsable value; give it an integer") from exc
         if not isinstance(order, int | float) or isinstance(order, bool):
             raise InputError(
                 f"SIP keyword {card.keyword} is present but {order_key} is "
@@ -272,7 +286,9 @@ class SkyWcs:
                 # column D2IM): difference the pixel's own edges, the mean derivative across it.
                 self._fd_order = 2
                 self._fd_step = 0.5 if fd_step is None else float(fd_step)
-            if wcs.pixel_shape is not None and all(n and n > 1 for n in wcs.pixel_shape):
+            # A damaged header can leave NAXISn as text: only whole numbers make a shape.
+            if wcs.pixel_shape is not None and all(isinstance(n, int | np.integer) and n > 1
+                                                   for n in wcs.pixel_shape):
                 self._shape = (int(wcs.pixel_shape[1]), int(wcs.pixel_shape[0]))
             if method == "auto":
                 self._model = self._checked_model(_analytic_model(wcs))
@@ -373,8 +389,10 @@ class SkyWcs:
                 "CTYPE1/CTYPE2 such as 'RA---TAN'/'DEC--TAN'"
             )
         sky = cls(w)
-        if sky._shape is None and "NAXIS1" in hdr and "NAXIS2" in hdr and int(hdr["NAXIS1"]) > 1:
-            object.__setattr__(sky, "_shape", (int(hdr["NAXIS2"]), int(hdr["NAXIS1"])))
+        n1, n2 = hdr.get("NAXIS1"), hdr.get("NAXIS2")
+        if (sky._shape is None and all(isinstance(n, int) and not isinstance(n, bool) for n in (n1, n2))
+                and n1 > 1 and n2 > 1):
+            object.__setattr__(sky, "_shape", (n2, n1))
         return sky
 
     def to_header(self) -> fits.Header:
