@@ -9,7 +9,7 @@ WCS Jacobian at every output pixel); ``reproject_interp`` does not conserve flux
 square kernel conserves flux exactly but needs a pixmap evaluated through the full WCS at every
 input pixel (the slowest step, several seconds at 4k), convolves the image with its pixel once
 more (a wider PSF), and its Lanczos kernels do not conserve flux (drizzle's own warning). A
-separable, normalised Lanczos-3 interpolation of surface brightness through a checked
+separable, normalised (tabulated) Lanczos-3 interpolation of surface brightness through a checked
 piecewise-cubic mapping conserves flux to ~1e-4 per star at 4.5-10 times drizzle's end-to-end
 throughput; its loop over output pixels cannot be written as whole-array NumPy without 36
 shifted copies of the image, so it is written here once in Numba.
@@ -22,16 +22,34 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["eval_mapping", "resample"]
-
-_PI = math.pi
-# cos(pi k / 3) and sin(pi k / 3) for tap offsets k = -2 .. 3 (index k + 2).
-_COS3 = np.array([math.cos(_PI * k / 3.0) for k in range(-2, 4)])
-_SIN3 = np.array([math.sin(_PI * k / 3.0) for k in range(-2, 4)])
+__all__ = ["BILINEAR", "LANCZOS3", "N_PHASE", "eval_mapping", "lanczos3_table", "resample"]
 
 #: Kernel codes passed to :func:`resample`.
 LANCZOS3 = 3
 BILINEAR = 1
+
+#: Sub-pixel phases of the tabulated Lanczos-3 weights (see :func:`lanczos3_table`).
+N_PHASE = 8192
+
+
+def lanczos3_table(n_phase: int = N_PHASE) -> np.ndarray:
+    """Normalised Lanczos-3 weights of taps ``floor(x) - 2 .. floor(x) + 3`` at ``n_phase + 1``
+    phases ``f = x - floor(x)`` from 0 to 1, shape ``(n_phase + 1, 6)``.
+
+    L(t) = sinc(t) sinc(t / 3) for |t| < 3. Each row is divided by its sum, so a constant is
+    reproduced exactly; in 1-D this also makes the integral of every tap's weight over x
+    exactly 1 (the sum of the raw weights is 1-periodic), which is what makes the interpolant
+    conserve flux. The kernel interpolates linearly between rows, which keeps the sum at 1 and
+    errs by at most 6.6e-9 per weight at 8192 phases (1.7e-9 at 16384): tabulating is twice as
+    fast as evaluating the sines at every pixel.
+    """
+    f = np.linspace(0.0, 1.0, n_phase + 1)
+    t = f[:, None] - np.arange(-2, 4)[None, :]
+    w = np.sinc(t) * np.sinc(t / 3.0)
+    w /= w.sum(axis=1, keepdims=True)
+    w[0] = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # exact at integer positions
+    w[-1] = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    return np.ascontiguousarray(w)
 
 
 @nb.njit(inline="always", cache=True)
@@ -45,55 +63,21 @@ def _row_poly(coef, t, v):
 
 
 @nb.njit(inline="always", cache=True)
-def _sincos_third(a):
-    """sin(a), cos(a) for 0 <= a <= pi/3 by Taylor series (error < 1e-15; no range reduction).
-
-    Cheaper than two libm calls and inlined into the pixel loop.
-    """
-    a2 = a * a
-    s = a * (1.0 + a2 * (-1.0 / 6 + a2 * (1.0 / 120 + a2 * (-1.0 / 5040 + a2 * (
-        1.0 / 362880 + a2 * (-1.0 / 39916800 + a2 * (1.0 / 6227020800 + a2 * (
-            -1.0 / 1307674368000 + a2 * (1.0 / 355687428096000)))))))))
-    c = 1.0 + a2 * (-0.5 + a2 * (1.0 / 24 + a2 * (-1.0 / 720 + a2 * (1.0 / 40320 + a2 * (
-        -1.0 / 3628800 + a2 * (1.0 / 479001600 + a2 * (-1.0 / 87178291200 + a2 * (
-            1.0 / 20922789888000 + a2 * (-1.0 / 6402373705728000)))))))))
-    return s, c
-
-
-@nb.njit(cache=True, fastmath={"reassoc", "contract", "arcp"})
-def _lanczos3(f, cos3, sin3, w):
-    """Normalised Lanczos-3 weights of taps ``floor(x) - 2 .. floor(x) + 3`` for ``f = x - floor(x)``.
-
-    L(t) = 3 sin(pi t) sin(pi t / 3) / (pi t)^2. The six sines come from one sine and cosine
-    of a = pi f / 3 by the angle formulas: sin(pi (f - k)) = (-1)^k sin(3a) and
-    sin(pi (f - k) / 3) = sin(a) cos(pi k / 3) - cos(a) sin(pi k / 3).
-    The weights are divided by their sum so that a constant is reproduced exactly; in 1-D this
-    also makes the integral of every tap's weight over x exactly 1 (the sum is 1-periodic), which
-    is what makes the interpolant conserve flux.
-    """
-    if f < 1e-12:
-        for n in range(6):
-            w[n] = 0.0
-        w[2] = 1.0
-        return
-    a = _PI * f / 3.0
-    s3, c3 = _sincos_third(a)
-    s = s3 * (3.0 - 4.0 * s3 * s3)  # sin(3a) = sin(pi f)
-    total = 0.0
+def _lanczos3(f, table, w):
+    """Lanczos-3 weights at phase ``0 <= f < 1``, linearly interpolated in ``table``."""
+    n_phase = table.shape[0] - 1
+    p = f * n_phase
+    i = int(p)
+    if i >= n_phase:
+        i = n_phase - 1
+    u = p - i
     for n in range(6):
-        k = n - 2
-        t = f - k
-        sign = 1.0 if (k % 2) == 0 else -1.0
-        val = 3.0 * sign * s * (s3 * cos3[n] - c3 * sin3[n]) / (_PI * _PI * t * t)
-        w[n] = val
-        total += val
-    inv = 1.0 / total
-    for n in range(6):
-        w[n] *= inv
+        a = table[i, n]
+        w[n] = a + u * (table[i + 1, n] - a)
 
 
 @nb.njit(cache=True)
-def _weights(x, size, order, cos3, sin3, w):
+def _weights(x, size, order, table, w):
     """Tap weights along one axis; returns (first tap index, number of taps, truncated?).
 
     Taps outside ``0 .. size-1`` are dropped and the rest renormalised (so a constant stays
@@ -103,7 +87,7 @@ def _weights(x, size, order, cos3, sin3, w):
     f = x - ix
     ix = int(ix)
     if order == 3:
-        _lanczos3(f, cos3, sin3, w)
+        _lanczos3(f, table, w)
         first = ix - 2
         ntap = 6
     else:
@@ -164,7 +148,7 @@ _FAST = {"reassoc", "contract", "arcp"}
 def resample(
     src, var, mask, has_var, has_mask, area_out, use_area,
     tx0, ty0, tnx, tny, tsx, tsy, coef_x, coef_y, texact, ex, ey,
-    order, out, out_var, out_mask, edge_bit, nodata_bit,
+    order, table, out, out_var, out_mask, edge_bit, nodata_bit,
 ):
     """Resample ``src`` at the mapped position of every output pixel covered by a tile.
 
@@ -177,8 +161,6 @@ def resample(
     """
     ny_in, nx_in = src.shape
     ntile = tx0.shape[0]
-    cos3 = _COS3
-    sin3 = _SIN3
     xmax = nx_in - 0.5
     ymax = ny_in - 0.5
     for t in nb.prange(ntile):
@@ -225,8 +207,8 @@ def resample(
                 if fx >= 0 and fy >= 0 and fx + ntap <= nx_in and fy + ntap <= ny_in:
                     # interior: the whole footprint is inside the input, no per-tap checks
                     if order == 3:
-                        _lanczos3(xi - ix, cos3, sin3, wx)
-                        _lanczos3(yi - iy, cos3, sin3, wy)
+                        _lanczos3(xi - ix, table, wx)
+                        _lanczos3(yi - iy, table, wy)
                     else:
                         wx[0] = 1.0 - (xi - ix)
                         wx[1] = xi - ix
@@ -244,8 +226,8 @@ def resample(
                                 sv += wx[n] * wx[n] * var[fy + m, fx + n]
                             accv += wy[m] * wy[m] * sv
                 else:
-                    fx, nxt, trx = _weights(xi, nx_in, order, cos3, sin3, wx)
-                    fy, nyt, try_ = _weights(yi, ny_in, order, cos3, sin3, wy)
+                    fx, nxt, trx = _weights(xi, nx_in, order, table, wx)
+                    fy, nyt, try_ = _weights(yi, ny_in, order, table, wy)
                     for m in range(nyt):
                         wm = wy[m]
                         if wm == 0.0:

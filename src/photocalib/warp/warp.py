@@ -74,6 +74,9 @@ __all__ = [
 KERNELS = {"lanczos3": _kernels.LANCZOS3, "bilinear": _kernels.BILINEAR}
 #: Warp modes: ``fluence`` (FLUENCE in and out, flux conserved) and ``surface_brightness``.
 MODES = ("fluence", "surface_brightness")
+_LANCZOS3_TABLE = _kernels.lanczos3_table()
+_LANCZOS3_TABLE.setflags(write=False)
+
 #: Mask bits grown to the full kernel support before warping (values there are not trusted).
 GROW_BITS = int(MaskPlane.BAD | MaskPlane.SAT | MaskPlane.CR | MaskPlane.NO_DATA)
 
@@ -249,7 +252,9 @@ def warp_arrays(
     variance, mask : numpy.ndarray, optional
         Input variance and uint32 mask bits.
     kernel : {"lanczos3", "bilinear"}
-        Interpolation kernel (normalised; separable).
+        Interpolation kernel (normalised; separable). Both conserve the total flux; per
+        star, Lanczos-3 keeps it to ~1e-4 and bilinear to ~2e-3 when the output pixels are
+        larger than the input's (its interpolant aliases more on the coarser grid).
     mode : {"fluence", "surface_brightness"}
         ``fluence``: interpolate ``image / A_in`` and multiply by ``A_out`` (flux conserved).
         ``surface_brightness``: interpolate ``image`` as it is (surface brightness conserved;
@@ -336,7 +341,7 @@ def warp_arrays(
     _kernels.resample(
         _readonly(values), _readonly(var_in), _readonly(mask), has_var, has_mask, _readonly(area_out), use_area,
         *mapping.kernel_args(),
-        order, out, out_var, out_mask, np.uint32(MaskPlane.EDGE), np.uint32(MaskPlane.NO_DATA),
+        order, _LANCZOS3_TABLE, out, out_var, out_mask, np.uint32(MaskPlane.EDGE), np.uint32(MaskPlane.NO_DATA),
     )
     return WarpResult(image=out, variance=out_var if has_var else None, mask=out_mask, mapping=mapping)
 
@@ -377,7 +382,7 @@ def warp_exposure(
     shape : tuple of int
         Output shape ``(ny, nx)``.
     kernel : {"lanczos3", "bilinear"}
-        Interpolation kernel; Lanczos-3 by default.
+        Interpolation kernel; Lanczos-3 by default (see :func:`warp_arrays`).
     mode : {"fluence", "surface_brightness"}
         ``fluence`` (default): FLUENCE in, FLUENCE out; the surface brightness
         ``image / A_in`` is interpolated and multiplied by the output pixel area ``A_out``,
