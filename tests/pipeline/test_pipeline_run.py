@@ -129,6 +129,25 @@ def test_run_on_sip_headers_and_rerun_skips(tmp_path, config_file):
     counts = json.loads((out / "run.json").read_text())["counts"]
     assert counts["units_cached"] == 6 and counts["units_processed"] == 0
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing rewritten
+    # A joint model these 3 visits cannot constrain (monolithic, visit order 7): exit status 3,
+    # the failure named in run.json and the report, the detectors not reprocessed.
+    other = CliRunner().invoke(main, args + ["--model", "monolithic"])
+    assert other.exit_code == 3, other.output
+    assert "step joint failed" in other.output
+    record = json.loads((out / "run.json").read_text())
+    assert "joint" in record["failed"] and record["counts"]["units_cached"] == 6
+    assert "Steps that failed" in (out / "report" / "index.html").read_text()
+    # A changed joint configuration refits (and recalibrates) without reprocessing detectors.
+    cfg2 = out.parent / "order0.toml"
+    cfg2.write_text(CONFIG.replace("star_flat_order = 1", "star_flat_order = 0"))
+    args2 = [a if a != str(args[args.index("--config") + 1]) else str(cfg2) for a in args]
+    redo = CliRunner().invoke(main, args2)
+    assert redo.exit_code == 0, redo.output
+    record = json.loads((out / "run.json").read_text())
+    assert record["counts"]["units_cached"] == 6 and "joint_cached" not in record["counts"]
+    assert record["failed"] == {}
+    assert {p: p.stat().st_mtime_ns for p in before} != before  # calexps recalibrated
+    _check_run(out, survey)
     # `photocalib report` recomputes the tables from the outputs and redraws the same report.
     grey = pd.read_parquet(out / "tables" / "grey.parquet")
     (out / "tables" / "grey.parquet").unlink()

@@ -94,6 +94,15 @@ def run_cmd(survey, out, raw, flats, refcat, truth, no_report, config_path, sche
     click.echo(f"run finished in {time.perf_counter() - t0:.1f} s: {Path(out).resolve()}")
     if result.report is not None:
         click.echo(f"report: {result.report.resolve()}")
+    _exit_on_failure(result)
+
+
+def _exit_on_failure(result) -> None:
+    """Exit status 3 when a step failed on these data while the others completed."""
+    for step, why in result.failed.items():
+        click.echo(f"photocalib: error: step {step} failed: {why}", err=True)
+    if result.failed:
+        raise SystemExit(3)
 
 
 @main.command("report")
@@ -146,3 +155,4 @@ def demo_cmd(out, visits, detector_size, config_path, scheduler, workers, model,
     click.echo(f"demo finished in {sum(result.timings.values()):.1f} s")
     if result.report is not None:
         click.echo(f"report: {result.report.resolve()}")
+    _exit_on_failure(result)

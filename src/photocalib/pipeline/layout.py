@@ -18,7 +18,13 @@ from typing import Any
 from .._io import atomic_write
 from ..errors import InputError
 
-__all__ = ["RunLayout", "sha256_file", "write_json", "read_json"]
+__all__ = ["RunLayout", "fingerprint", "sha256_file", "write_json", "read_json"]
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short SHA-256 of JSON-serialisable parts (configuration, input paths, digests)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 MANIFEST_VERSION = 1
 
@@ -132,8 +138,12 @@ class RunLayout:
         return self.root / "manifest" / step / f"{unit.replace('/', '_')}.json"
 
     def mark_done(self, step: str, unit: str, outputs: Iterable[str | os.PathLike],
-                  info: dict[str, Any] | None = None) -> None:
-        """Record that ``unit`` of ``step`` finished, listing its outputs (written last)."""
+                  info: dict[str, Any] | None = None, fingerprint: str | None = None) -> None:
+        """Record that ``unit`` of ``step`` finished, listing its outputs (written last).
+
+        ``fingerprint`` identifies what the outputs were made from (configuration and inputs);
+        :meth:`is_done` given another fingerprint reports the unit as not done.
+        """
         files = {}
         for out in outputs:
             path = Path(out)
@@ -141,13 +151,20 @@ class RunLayout:
             files[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
         write_json(self.manifest(step, unit),
                    {"version": MANIFEST_VERSION, "step": step, "unit": unit, "files": files,
-                    "info": info or {}})
+                    "info": info or {}, "fingerprint": fingerprint})
 
-    def is_done(self, step: str, unit: str, verify: bool = True) -> bool:
+    def manifest_digest(self, step: str, unit: str) -> str:
+        """SHA-256 of a unit's manifest ('' when absent): changes whenever the unit is redone."""
+        path = self.manifest(step, unit)
+        return sha256_file(path) if path.is_file() else ""
+
+    def is_done(self, step: str, unit: str, verify: bool = True,
+                fingerprint: str | None = None) -> bool:
         """Whether ``unit`` of ``step`` finished: its manifest exists and its files are intact.
 
         With ``verify`` the SHA-256 digests are checked too (a truncated or altered file makes
-        the unit unfinished, so a rerun redoes it).
+        the unit unfinished, so a rerun redoes it); with ``fingerprint`` the unit must have
+        been made from the same configuration and inputs.
         """
         path = self.manifest(step, unit)
         if not path.is_file():
@@ -156,6 +173,8 @@ class RunLayout:
             data = read_json(path)
             files = data["files"]
         except (InputError, KeyError, TypeError):
+            return False
+        if fingerprint is not None and data.get("fingerprint") != fingerprint:
             return False
         for rel, meta in files.items():
             target = self.root / rel

@@ -279,11 +279,12 @@ def write_report(run_dir: str | os.PathLike, cutout_size: int = 200, dpi: int = 
         else:
             parts.append(f"<p class='caption'>{html.escape(s.caption)}</p>"
                          f"<p class='na'>{html.escape(s.note or 'Not available.')}</p>")
-    skipped = info.get("skipped", {})
-    if skipped:
-        items = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
-                        for k, v in skipped.items())
-        parts.append(f"<h2>Steps skipped</h2><ul>{items}</ul>")
+    for key, title in (("failed", "Steps that failed"), ("skipped", "Steps skipped")):
+        entries = info.get(key, {})
+        if entries:
+            items = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
+                            for k, v in entries.items())
+            parts.append(f"<h2>{title}</h2><ul>{items}</ul>")
     parts.append("</body></html>")
     with atomic_write(run.report) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")

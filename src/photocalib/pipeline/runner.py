@@ -24,7 +24,7 @@ from .catalogs import associate, read_table, write_parquet
 from .config import Config, config_to_toml
 from .execution import Executor, open_executor
 from .inputs import RunInputs, Unit
-from .layout import RunLayout, read_json, write_json
+from .layout import RunLayout, fingerprint, read_json, write_json
 from .steps import MissingLayer, StepContext, apply_unit, grid_wcs, layer, process_unit
 
 __all__ = ["RunResult", "run_pipeline"]
@@ -39,8 +39,13 @@ class RunResult:
     root: Path
     timings: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
+
+
+#: Steps whose InputError means "these data cannot support this step", not a bad input file.
+_DATA_STEPS = ("joint", "coadd")
 
 
 def _wcs_from_file(path: Path):
@@ -77,6 +82,14 @@ class _Run:
             log.warning("step %r skipped: %s", name, exc)
             self.result.skipped[name] = str(exc)
             return None
+        except InputError as exc:
+            if name not in _DATA_STEPS:
+                raise
+            # The data cannot constrain this step (e.g. a joint model with more parameters
+            # than stars): say so, keep what the other steps made, and report it.
+            log.error("step %r failed: %s", name, exc)
+            self.result.failed[name] = str(exc)
+            return None
         except OSError as exc:
             # A full disk, a read-only or vanished folder: stop with one clear line. Every
             # file is written atomically, so nothing partial is left and a rerun resumes.
@@ -98,6 +111,7 @@ class _Run:
                        "flats": {str(k): v for k, v in self.inputs.flats.items()}},
             "joint_model": cfg.calibration.joint_model if cfg.calibration.joint else None,
             "timings": self.result.timings, "skipped": self.result.skipped,
+            "failed": self.result.failed,
             "counts": self.result.counts,
         })
 
@@ -128,7 +142,9 @@ class _Run:
             raise MissingLayer("the joint fit is switched off ([calibration] joint = false)")
         fit_joint = layer("fit|fit.joint", "fit_joint")
         step = "joint"
-        if not self.force and self.run.is_done(step, "all"):
+        fp = fingerprint(self.ctx.config_fingerprint,
+                         [self.run.manifest_digest("process", u.name) for u in self.units_done("process")])
+        if not self.force and self.run.is_done(step, "all", fingerprint=fp):
             self.result.counts["joint_cached"] = 1
             return
         df = self.observations()
@@ -181,7 +197,12 @@ class _Run:
             path.parent.mkdir(parents=True, exist_ok=True)
             calib.write(path)
             outputs.append(path)
-        self.run.mark_done(step, "all", outputs)
+        # A calibration left from an earlier fit of other data must not look current.
+        keep = {Path(p).resolve() for p in outputs}
+        for old in self.run.joint_dir.rglob("det-*.fits"):
+            if old.resolve() not in keep:
+                old.unlink()
+        self.run.mark_done(step, "all", outputs, fingerprint=fp)
 
     def _joint_options(self) -> dict[str, Any]:
         cfg = self.config.calibration
@@ -225,9 +246,11 @@ class _Run:
         if not self.config.warp.enabled:
             raise MissingLayer("warps are switched off ([warp] enabled = false)")
         step = "coadd"
-        if not self.force and self.run.is_done(step, "all"):
-            return
         grid = self.grid_spec()
+        fp = fingerprint(self.ctx.config_fingerprint, grid,
+                         [self.run.manifest_digest("apply", u.name) for u in self.inputs.units])
+        if not self.force and self.run.is_done(step, "all", fingerprint=fp):
+            return
         if grid is None:
             raise MissingLayer("no processed detector to coadd")
         inputs = [str(self.run.calexp(u.visit, u.detector)) for u in self.inputs.units
@@ -236,7 +259,7 @@ class _Run:
             raise MissingLayer("no calibrated exposure overlaps the coadd grid")
         self.result.counts["coadd_inputs"] = len(inputs)
         self.ex.run(_coadd_task, coadd, inputs, grid, self.config.warp.clip, str(self.run.coadd))
-        self.run.mark_done(step, "all", [self.run.coadd])
+        self.run.mark_done(step, "all", [self.run.coadd], fingerprint=fp)
 
     def summary(self) -> None:
         from .summary import write_summary

@@ -24,7 +24,7 @@ from ..errors import InputError, PhotocalibError
 from .catalogs import match_nearest, read_reference, read_table, write_parquet
 from .config import Config
 from .inputs import Unit
-from .layout import RunLayout
+from .layout import RunLayout, fingerprint
 
 __all__ = ["StepContext", "layer", "process_unit", "apply_unit", "MissingLayer"]
 
@@ -73,6 +73,24 @@ class StepContext:
     @property
     def run(self) -> RunLayout:
         return RunLayout(Path(self.root))
+
+    @property
+    def config_fingerprint(self) -> str:
+        """The configuration that shapes outputs (not where or how verbosely they are run)."""
+        data = self.config.model_dump(exclude={"dask", "report", "simulate"})
+        return fingerprint(data)
+
+    def process_fingerprint(self, unit: Unit) -> str:
+        # Only what per-detector processing reads: changing the joint model keeps detectors.
+        cfg = self.config
+        data = cfg.model_dump(include={"isr", "background", "measure"})
+        data["single"] = [cfg.calibration.single_order, cfg.calibration.compare_legacy]
+        return fingerprint(data, unit.path, unit.hdu, self.flats.get(unit.detector), self.refcat)
+
+    def apply_fingerprint(self, unit: Unit, grid: dict[str, Any] | None) -> str:
+        run = self.run
+        return fingerprint(self.config_fingerprint, run.manifest_digest("joint", "all"),
+                           run.manifest_digest("process", unit.name), grid)
 
 
 # -- reading raw data and ISR -------------------------------------------------------------------
@@ -255,7 +273,8 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     """
     run = ctx.run
     step = "process"
-    if not ctx.force and run.is_done(step, unit.name):
+    fp = ctx.process_fingerprint(unit)
+    if not ctx.force and run.is_done(step, unit.name, fingerprint=fp):
         return {**run.done_info(step, unit.name), "status": "cached"}
     t0 = time.perf_counter()
     cfg = ctx.config
@@ -311,7 +330,7 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     info = {"visit": unit.visit, "detector": unit.detector, "n_sources": len(df),
             "n_matched": int((df["ref_index"] >= 0).sum()), "seconds": time.perf_counter() - t0,
             "calibrations": sorted(calibs)}
-    run.mark_done(step, unit.name, outputs, info)
+    run.mark_done(step, unit.name, outputs, info, fingerprint=fp)
     return {**info, "status": "done"}
 
 
@@ -323,7 +342,8 @@ def apply_unit(unit: Unit, ctx: StepContext, grid: dict[str, Any] | None) -> dic
 
     run = ctx.run
     step = "apply"
-    if not ctx.force and run.is_done(step, unit.name):
+    fp = ctx.apply_fingerprint(unit, grid)
+    if not ctx.force and run.is_done(step, unit.name, fingerprint=fp):
         return {**run.done_info(step, unit.name), "status": "cached"}
     calib_path = run.joint_calib(unit.visit, unit.detector)
     if not calib_path.is_file():
@@ -355,7 +375,7 @@ def apply_unit(unit: Unit, ctx: StepContext, grid: dict[str, Any] | None) -> dic
             outputs.append(run.warp(unit.visit, unit.detector))
     info = {"visit": unit.visit, "detector": unit.detector, "warped": warped,
             "seconds": time.perf_counter() - t0}
-    run.mark_done(step, unit.name, outputs, info)
+    run.mark_done(step, unit.name, outputs, info, fingerprint=fp)
     return {**info, "status": "done"}
 
 
