@@ -14,7 +14,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from .errors import InputError
+from .errors import InputError, OutputError, PhotocalibError
 
 __all__ = ["atomic_write", "atomic_write_hdulist", "open_fits"]
 
@@ -24,21 +24,44 @@ def atomic_write(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     On any exception the temporary file is removed and ``path`` is left as it was.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and ``overwrite`` is False.
+    OutputError
+        The directory or the file could not be written (an ``OSError`` such as a full disk,
+        raised while writing or renaming); ``path`` is untouched.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _output_error(path, exc) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, PhotocalibError):
+            raise _output_error(path, exc) from exc
         raise
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    """An OutputError naming the target and the cause (errno kept), saying nothing was written."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    err = OutputError(f"{path}: could not be written ({reason}); nothing was written there "
+                      "(free some space or choose another output location, then rerun)")
+    err.errno = exc.errno
+    err.filename = str(path)
+    return err
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], overwrite: bool = True) -> None:
