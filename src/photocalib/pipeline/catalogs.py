@@ -80,6 +80,16 @@ def read_reference(path: str | os.PathLike, band: str | None = None) -> pd.DataF
     err_names = (f"{flux_col.lower()}_err", f"{flux_col.lower()}err", "flux_err", "fluxerr")
     err_col = next((cols[c] for c in err_names if c in cols), None)
     id_col = next((cols[c] for c in ("ref_id", "id", "star", "star_id") if c in cols), None)
+    try:
+        out = _reference_frame(df, cols, flux_col, err_col, id_col)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: reference catalog columns are not numbers ({exc})") from exc
+    if not (np.isfinite(out["ra"]).all() and np.isfinite(out["dec"]).all()):
+        raise InputError(f"{path}: reference catalog has non-finite ra/dec values")
+    return out
+
+
+def _reference_frame(df, cols, flux_col, err_col, id_col) -> pd.DataFrame:
     out = pd.DataFrame({
         "ref_id": df[id_col].to_numpy(np.int64) if id_col else np.arange(len(df), dtype=np.int64),
         "ra": df[cols["ra"]].to_numpy(np.float64),
@@ -91,8 +101,6 @@ def read_reference(path: str | os.PathLike, band: str | None = None) -> pd.DataF
         if name in cols:
             out["colour"] = df[cols[name]].to_numpy(np.float64)
             break
-    if not (np.isfinite(out["ra"]).all() and np.isfinite(out["dec"]).all()):
-        raise InputError(f"{path}: reference catalog has non-finite ra/dec values")
     return out
 
 
