@@ -92,3 +92,43 @@ def test_detect_flags_saturated_footprints(tan_wcs, rng, render):
     flagged = d.min(axis=1) < 1.0
     assert flagged.sum() >= 3
     np.testing.assert_array_equal(np.asarray(cat["saturated"]), flagged)
+
+
+def test_unusable_pixels_and_variances(tan_wcs, rng, render):
+    exp, x, y, flux = _star_field(render, tan_wcs, rng, n=12)
+    img = np.array(exp.image)
+    ix, iy = int(round(x[0])), int(round(y[0]))
+    img[iy - 2 : iy + 3, ix - 2 : ix + 3] = np.nan  # a hole in a star's core
+    img[5, :] = np.inf
+    holed = exp.replace(image=img)
+    cat = detect(holed, threshold=5.0)
+    d = np.hypot(cat["x"] - x[0], cat["y"] - y[0])
+    assert (d < 6).sum() == 1 and np.all(np.isfinite(cat["x"]))
+    from photocalib.measure import PhotFlag, aperture_photometry
+
+    phot = aperture_photometry(holed, x, y, radius=6.0)
+    assert phot["flags"][0] & PhotFlag.MASKED and np.isfinite(phot["instflux"][0])
+    var = np.array(exp.variance)
+    var[:] = 0.0
+    with pytest.raises(pc.InputError, match="variance"):
+        aperture_photometry(exp.replace(variance=var), x, y, radius=6.0)
+    with pytest.raises(pc.InputError, match="variance"):
+        detect(exp.replace(variance=var))
+
+
+def test_fill_missing_interpolates_inward():
+    from photocalib.measure._kernels import fill_missing
+
+    yy, xx = np.mgrid[0:40, 0:50].astype(float)
+    plane = 3.0 + 0.5 * xx - 0.25 * yy
+    missing = np.zeros(plane.shape, bool)
+    missing[10:15, 20:26] = True
+    filled = fill_missing(np.where(missing, np.nan, plane), missing)
+    assert np.all(np.isfinite(filled))
+    np.testing.assert_array_equal(filled[~missing], plane[~missing])
+    # Averages of valid neighbours stay within the values around the hole (no overshoot).
+    ring = np.zeros(plane.shape, bool)
+    ring[9:16, 19:27] = True
+    ring &= ~missing
+    assert plane[ring].min() <= filled[missing].min() and filled[missing].max() <= plane[ring].max()
+    assert np.all(fill_missing(np.zeros((3, 3)), np.ones((3, 3), bool)) == 0.0)

@@ -152,3 +152,67 @@ def sum_circles(image, variance, xc, yc, radius):
         flux[k] = fsum
         vsum[k] = var
     return flux, vsum, trunc
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_missing(image, missing):
+    """A copy of ``image`` with ``missing`` pixels replaced by the mean of their valid neighbours.
+
+    Filling proceeds inward, one ring per sweep (each sweep uses only pixels valid before it),
+    so a hole in a star's core becomes a smooth plateau instead of a dark ring that the
+    deblender would split. Pixels never reached (an all-missing image) become 0.
+    """
+    ny, nx = image.shape
+    out = image.copy()
+    todo = missing.copy()
+    remaining = 0
+    for y in range(ny):
+        for x in range(nx):
+            if todo[y, x]:
+                remaining += 1
+    ys = np.empty(remaining, dtype=np.int64)
+    xs = np.empty(remaining, dtype=np.int64)
+    k = 0
+    for y in range(ny):
+        for x in range(nx):
+            if todo[y, x]:
+                ys[k] = y
+                xs[k] = x
+                k += 1
+    vals = np.empty(remaining)
+    done = np.zeros(remaining, dtype=np.bool_)
+    left = remaining
+    for _ in range(ny + nx):
+        if left == 0:
+            break
+        for k in range(remaining):
+            if done[k]:
+                continue
+            y = ys[k]
+            x = xs[k]
+            s = 0.0
+            c = 0
+            for dy in range(-1, 2):
+                for dx in range(-1, 2):
+                    yy = y + dy
+                    xx = x + dx
+                    if 0 <= yy < ny and 0 <= xx < nx and not todo[yy, xx]:
+                        s += out[yy, xx]
+                        c += 1
+            vals[k] = s / c if c > 0 else np.nan
+        progressed = 0
+        for k in range(remaining):
+            if not done[k] and vals[k] == vals[k]:  # filled this sweep (not NaN)
+                out[ys[k], xs[k]] = vals[k]
+                done[k] = True
+                progressed += 1
+        for k in range(remaining):
+            if done[k]:
+                todo[ys[k], xs[k]] = False
+        left -= progressed
+        if progressed == 0:
+            break
+    for k in range(remaining):
+        if not done[k]:
+            out[ys[k], xs[k]] = 0.0
+    return out

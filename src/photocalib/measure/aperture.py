@@ -162,9 +162,19 @@ def sum_ellipses(
             raise InputError(f"variance shape {var.shape} differs from image shape {data.shape}")
         if var.dtype not in (np.float32, np.float64):
             var = var.astype(np.float64)
-        kwargs["var"] = var
     badpix = None
     satpix = None
+    # Unusable values (non-finite pixels, non-finite or negative variances) are missing data:
+    # masked like BAD pixels, and replaced in a copy so no NaN reaches the sums.
+    unusable = _unusable(data, var if variance is not None else None, "aperture_photometry")
+    if unusable is not None:
+        badpix = unusable
+        data = np.where(unusable, 0.0, data).astype(data.dtype)
+        if variance is not None:
+            var = np.where(unusable, 0.0, var).astype(var.dtype)
+        kwargs["mask"] = badpix
+    if variance is not None:
+        kwargs["var"] = var
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != data.shape:
@@ -173,7 +183,7 @@ def sum_ellipses(
         if m.any():
             bad = (m & np.uint32(bad_mask)) != 0
             if bad.any():
-                badpix = bad
+                badpix = bad if badpix is None else (badpix | bad)
                 kwargs["mask"] = badpix
             sat = (m & np.uint32(MaskPlane.SAT)) != 0
             if sat.any():
@@ -209,6 +219,32 @@ def sum_ellipses(
     if variance is None:
         err = np.full(np.shape(flux), np.nan)
     return np.asarray(flux, dtype=np.float64), np.asarray(err, dtype=np.float64), flags
+
+
+def _unusable(data: np.ndarray, var: np.ndarray | None, operation: str) -> np.ndarray | None:
+    """Pixels whose value or variance cannot be used, or None when every pixel is fine.
+
+    Raises InputError when the variance plane has no positive finite value at all: errors (and
+    detection thresholds) would be meaningless, and the fix is upstream.
+    """
+    bad = None
+    if not np.isfinite(data).all():
+        bad = ~np.isfinite(data)
+    if var is not None:
+        all_finite = bool(np.isfinite(var).all())
+        with np.errstate(invalid="ignore"):
+            vmin = var.min() if all_finite else np.nanmin(var) if np.isfinite(var).any() else np.nan
+            vmax = var.max() if all_finite else np.nanmax(var) if np.isfinite(var).any() else np.nan
+        if not vmax > 0:
+            raise InputError(
+                f"{operation}: the variance plane has no positive finite value; recompute it "
+                "(e.g. photocalib.isr.run_isr gives Poisson + read noise) or pass an exposure "
+                "without a variance plane"
+            )
+        if not all_finite or vmin < 0:
+            bad_var = ~np.isfinite(var) | (var < 0)
+            bad = bad_var if bad is None else (bad | bad_var)
+    return bad
 
 
 def _blended(x: np.ndarray, y: np.ndarray, reach: np.ndarray) -> np.ndarray:

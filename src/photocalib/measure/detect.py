@@ -14,7 +14,8 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..image.kind import ImageKind, require_kind
 from ..image.mask import MaskPlane
-from .aperture import DEFAULT_BAD_MASK, _native
+from . import _kernels
+from .aperture import DEFAULT_BAD_MASK, _native, _unusable
 
 __all__ = ["detect", "centroid"]
 
@@ -50,15 +51,26 @@ def centroid(exp, x, y, sigma=None, *, bad_mask: int = DEFAULT_BAD_MASK) -> tupl
         Non-zero where the refinement failed.
     """
     require_kind(exp.kind, ImageKind.FLUENCE, "centroid")
+    data = _float_image(exp.image)
+    bad = _unusable(data, None, "centroid")
+    if bad is not None:
+        data = np.where(bad, 0.0, data).astype(data.dtype)
+    if exp.mask is not None:
+        flagged = (np.asarray(exp.mask) & np.uint32(bad_mask)) != 0
+        if flagged.any():
+            bad = flagged if bad is None else (bad | flagged)
+    return _centroid_arrays(data, bad, x, y, 2.0 if sigma is None else sigma)
+
+
+def _centroid_arrays(data, bad, x, y, sigma):
+    """Windowed centroids on a clean float image with an optional boolean mask."""
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     y = np.atleast_1d(np.asarray(y, dtype=np.float64))
-    sig = np.broadcast_to(np.asarray(2.0 if sigma is None else sigma, dtype=np.float64), x.shape)
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape)
     kwargs = {}
-    if exp.mask is not None:
-        bad = (np.asarray(exp.mask) & np.uint32(bad_mask)) != 0
-        if bad.any():
-            kwargs["mask"] = bad
-    xw, yw, flag = sep.winpos(_float_image(exp.image), x, y, sig, **kwargs)
+    if bad is not None:
+        kwargs["mask"] = bad
+    xw, yw, flag = sep.winpos(data, x, y, sig, **kwargs)
     bad = (flag != 0) | ~np.isfinite(xw) | ~np.isfinite(yw) | (np.hypot(xw - x, yw - y) > 3 * sig)
     xw = np.where(bad, x, xw)
     yw = np.where(bad, y, yw)
@@ -108,17 +120,34 @@ def detect(
     if threshold <= 0:
         raise InputError(f"detect: threshold must be positive, got {threshold}")
     data = _float_image(exp.image)
+    var = _float_image(exp.variance) if exp.variance is not None else None
+    # Non-finite pixels and unusable variances are missing data; for detection a zero variance
+    # is unusable too (it would make every pixel infinitely significant).
+    missing = _unusable(data, var, "detect")
+    if var is not None and not (var > 0).all():
+        zero = ~(var > 0)
+        missing = zero if missing is None else (missing | zero)
+    if missing is not None:
+        # Interpolate over missing pixels (as LSST's ISR does before detection) rather than
+        # zero them: a hole in a star's core must not split it into a ring of detections.
+        data = _kernels.fill_missing(data, missing).astype(data.dtype)
+        if var is not None:
+            var = _kernels.fill_missing(var, missing).astype(var.dtype)
     # 'conv' filtering: the noise varies smoothly across a detector, where it detects like
     # 'matched' at a third of the cost.
     kwargs: dict = {"minarea": int(minarea), "filter_type": "conv"}
-    if exp.variance is not None:
-        kwargs["var"] = _float_image(exp.variance)
+    if var is not None:
+        kwargs["var"] = var
     mask = None
+    bad = None  # interpolated pixels stay usable for detection; photometry flags them
     if exp.mask is not None:
         mask = np.asarray(exp.mask)
-        bad = (mask & np.uint32(bad_mask)) != 0
-        if bad.any():
-            kwargs["mask"] = bad
+        if mask.any():
+            flagged = (mask & np.uint32(bad_mask)) != 0
+            if flagged.any():
+                bad = flagged if bad is None else (bad | flagged)
+    if bad is not None:
+        kwargs["mask"] = bad
     if not deblend:
         kwargs["deblend_cont"] = 1.0
     sep.set_extract_pixstack(max(_PIXSTACK, data.size // 8))
@@ -129,7 +158,7 @@ def detect(
     if refine_centroids and x.size:
         # Window sigma from each object's own size: half-light diameter / 2.35 as for XWIN.
         size = np.sqrt(np.clip(objects["a"] * objects["b"], 0.25, None))
-        x, y, _ = centroid(exp, x, y, np.clip(size, 0.5, 10.0), bad_mask=bad_mask)
+        x, y, _ = _centroid_arrays(data, bad, x, y, np.clip(size, 0.5, 10.0))
     saturated = np.zeros(x.size, dtype=bool)
     if mask is not None and x.size:
         sy, sx = np.nonzero((mask & np.uint32(MaskPlane.SAT)) != 0)
