@@ -129,3 +129,34 @@ def test_every_command_has_help():
         result = runner.invoke(main, [name, "--help"])
         assert result.exit_code == 0, name
         assert "Usage:" in result.output
+
+
+def test_calibrate_applies_a_saved_calibration(tmp_path, rng):
+    from photocalib.calib import PhotoCalib
+    from photocalib.image import Exposure, ImageKind
+
+    ny, nx = 30, 40
+    header = _tan_header(nx, ny)
+    from photocalib.astrometry import SkyWcs
+
+    wcs = SkyWcs.from_header(header)
+    counts = rng.uniform(100, 200, (ny, nx))
+    exp = Exposure(counts, variance=counts.copy(), wcs=wcs, kind=ImageKind.FLUENCE, unit="count")
+    exp.write(tmp_path / "exp.fits")
+    PhotoCalib(2.5, kind=ImageKind.FLUENCE).write(tmp_path / "calib.fits")
+    result = CliRunner().invoke(main, ["calibrate", str(tmp_path / "exp.fits"), str(tmp_path / "calib.fits")])
+    assert result.exit_code == 0, result.output
+    out = Path(result.output.strip())
+    assert out.name == "exp.calexp.fits"
+    with fits.open(out) as hdul:
+        np.testing.assert_allclose(hdul[0].data, 2.5 * counts, rtol=1e-6)
+        assert hdul[0].header["BUNIT"] == "nJy" and hdul[0].header["PCKIND"] == "FLUENCE"
+    # A surface-brightness calibration applied to the same fluence image goes through the area.
+    sb_calib = PhotoCalib(2.5, kind=ImageKind.FLUENCE).to_kind(ImageKind.SURFACE_BRIGHTNESS, wcs,
+                                                                bbox=exp.bbox)
+    sb_calib.write(tmp_path / "sb.fits")
+    result = CliRunner().invoke(main, ["calibrate", str(tmp_path / "exp.fits"), str(tmp_path / "sb.fits"),
+                                       "-o", str(tmp_path / "b.fits")])
+    assert result.exit_code == 0, result.output
+    with fits.open(tmp_path / "b.fits") as hdul:
+        np.testing.assert_allclose(hdul[0].data, 2.5 * counts, rtol=1e-6)
