@@ -50,7 +50,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from astropy.wcs import WCS
 
+from ..astrometry import SkyWcs
 from ..errors import InputError
 from ..geom import Box
 from ..image import ImageKind, require_kind
@@ -121,8 +123,9 @@ class WarpResult:
     variance : numpy.ndarray or None
         Warped variance (squared-weight propagation; see the module notes on covariance).
     mask : numpy.ndarray
-        uint32 mask: the input mask ORed over each point's bilinear footprint, plus
-        ``NO_DATA`` outside the input and ``EDGE`` where the kernel was cut by the input edge.
+        uint32 mask: the input mask ORed over each point's bilinear footprint (over the
+        Lanczos support for the ``grow_bits``), plus ``NO_DATA`` outside the input and
+        ``EDGE`` where the kernel was cut by the input edge.
     mapping : PixelMapping
         The output→input pixel mapping used.
     """
@@ -143,13 +146,7 @@ def as_sky_wcs(wcs: Any, name: str = "wcs") -> Any:
     """
     if hasattr(wcs, "pixel_to_sky") and hasattr(wcs, "sky_to_pixel") and hasattr(wcs, "pixel_area_field"):
         return wcs
-    try:
-        from astropy.wcs import WCS
-    except ImportError:  # pragma: no cover - astropy is a dependency
-        WCS = ()  # noqa: N806
     if isinstance(wcs, WCS):
-        from ..astrometry import SkyWcs
-
         return SkyWcs(wcs)
     raise InputError(
         f"{name} must be a photocalib SkyWcs or an astropy WCS, got {type(wcs).__name__}; "
