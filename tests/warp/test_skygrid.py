@@ -100,3 +100,16 @@ def test_bad_grid_raises(kwargs, match):
     args.update(kwargs)
     with pytest.raises(pc.InputError, match=match):
         SkyGrid(**args)
+
+
+def test_patch_warp_equals_the_same_pixels_of_the_tract_warp(scene):
+    ra, dec = scene.wcs.pixel_to_sky(384.0, 384.0)
+    grid = SkyGrid(float(ra), float(dec), 0.25, 700, 600, patch_size=400, rotation=40.0)
+    tract = warp_exposure(scene.exposure, grid.wcs, grid.shape, tolerance=1e-6)
+    wcs, box = grid.patch(1, 0)
+    patch = warp_exposure(scene.exposure, wcs, box.shape, tolerance=1e-6)
+    same = tract.image[box.y0 : box.y1 + 1, box.x0 : box.x1 + 1]
+    np.testing.assert_array_equal(np.isnan(same), np.isnan(patch.image))
+    ok = np.isfinite(same)
+    assert ok.sum() > 0.5 * ok.size
+    np.testing.assert_allclose(patch.image[ok], same[ok], rtol=0, atol=1e-6 * np.abs(same[ok]).max())
