@@ -93,9 +93,19 @@ def write_catalog(table: Table, path: str | os.PathLike, overwrite: bool = True)
 
 
 def read_catalog(path: str | os.PathLike) -> Table:
-    """Read a catalog written by :func:`write_catalog` (units and metadata restored)."""
+    """Read a catalog written by :func:`write_catalog` (units and metadata restored).
+
+    Raises
+    ------
+    InputError
+        The path is missing, a directory, or not a Parquet file.
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        what = "is a directory, not a catalog file" if os.path.isdir(p) else "no such file"
+        raise InputError(f"{p}: {what}; give the path of one .parquet catalog")
     try:
-        pa_table = pq.read_table(path)
+        pa_table = pq.read_table(p)
     except (OSError, pa.ArrowInvalid) as exc:
         raise InputError(f"{path}: not a readable Parquet catalog ({exc})") from exc
     info = {}
