@@ -243,6 +243,17 @@ def test_monolithic_on_the_same_data(sim, separated):
     # it absorbs the 12 % Jacobian into the visit polynomials, so it is close — but noisier
     assert excess <= 2 * MMAG
     assert excess > excess_s
+    # the order-7 tangent-plane polynomial, re-expressed on a detector's pixels (order 11)
+    from photocalib.fit.joint import _TangentPolynomial
+
+    v, d = sol.visits[5], sol.detectors[7]
+    vi = sol.visits.index(v)
+    b = sol._block("visit")
+    box = truth.bboxes[d]
+    raw = _TangentPolynomial(b.coefficients(sol.parameters, vi), b.order, wcs[(v, d)], *sol._visit_center[vi],
+                             sol._visit_radius[vi], box)
+    xx, yy = np.meshgrid(np.linspace(0, 2047, 13), np.linspace(0, 4175, 13))
+    np.testing.assert_allclose(sol.grey_field(v, d).evaluate(xx, yy), raw.evaluate(xx, yy), rtol=1e-7)
 
 
 def test_fluence_photometry_needs_no_jacobian(sim):

@@ -14,7 +14,6 @@ from .catalog import process_detector as process_detector  # noqa: E402
 from .catalog import read_catalog as read_catalog  # noqa: E402
 from .catalog import source_catalog as source_catalog  # noqa: E402
 from .catalog import write_catalog as write_catalog  # noqa: E402
-from .joint import MODELS as JOINT_MODELS  # noqa: E402
 from .joint import JointCalibrator as JointCalibrator  # noqa: E402
 from .joint import JointSolution as JointSolution  # noqa: E402
 from .joint import fit_joint as fit_joint  # noqa: E402

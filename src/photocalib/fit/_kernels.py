@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["accumulate_normal", "eliminate_stars", "num_threads", "rows_dot", "star_quadratic"]
+__all__ = ["accumulate_normal", "eliminate_stars", "num_threads", "rows_dot", "rows_scatter", "star_quadratic"]
 
 
 def num_threads() -> int:
@@ -53,48 +53,80 @@ def accumulate_normal(starts, nbs, D, w, r, n_p):  # pragma: no cover - compiled
     return N, b
 
 
-@numba.njit(cache=True, nogil=True)
-def _eliminate_range(s0, s1, ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, N, b, W, B, pos, idx, val):  # pragma: no cover
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gather_star(o0, o1, starts, nbs, D, w, pos, seg_start, seg_len, seg_off, val):  # pragma: no cover
+    """Merge a star's derivative rows into segments (one per parameter block it touches).
+
+    A segment is a block's contiguous run of parameters, so the products below run over
+    contiguous memory. Returns the number of segments.
+    """
     n_slots = starts.shape[1]
+    nseg = 0
+    nv = 0
+    for o in range(o0, o1):
+        wo = w[o]
+        if wo == 0.0:
+            continue
+        c = 0
+        for sl in range(n_slots):
+            st = starts[o, sl]
+            ln = nbs[sl]
+            g = pos[st]
+            if g < 0:
+                g = nseg
+                pos[st] = g
+                seg_start[g] = st
+                seg_len[g] = ln
+                seg_off[g] = nv
+                for j in range(ln):
+                    val[nv + j] = wo * D[o, c + j]
+                nv += ln
+                nseg += 1
+            else:
+                off = seg_off[g]
+                for j in range(ln):
+                    val[off + j] += wo * D[o, c + j]
+            c += ln
+    return nseg
+
+
+@numba.njit(cache=True, nogil=True)
+def _eliminate_range(s0, s1, ptr, starts, nbs, D, w, r, ref_w, ref_b, N, b, W, B, pos, seg_start, seg_len,
+                     seg_off, val):  # pragma: no cover
     for s in range(s0, s1):
         Ws = ref_w[s]
         bs = ref_b[s]
-        nn = 0
         for o in range(ptr[s], ptr[s + 1]):
-            wo = w[o]
-            if wo == 0.0:
-                continue
-            Ws += wo
-            bs += wo * r[o]
-            c = 0
-            for sl in range(n_slots):
-                for j in range(nbs[sl]):
-                    col = starts[o, sl] + j
-                    p = pos[col]
-                    if p < 0:
-                        pos[col] = nn
-                        idx[nn] = col
-                        val[nn] = wo * D[o, c]
-                        nn += 1
-                    else:
-                        val[p] += wo * D[o, c]
-                    c += 1
+            Ws += w[o]
+            bs += w[o] * r[o]
         W[s] = Ws
         B[s] = bs
+        nseg = _gather_star(ptr[s], ptr[s + 1], starts, nbs, D, w, pos, seg_start, seg_len, seg_off, val)
         if Ws > 0.0:
             inv = 1.0 / Ws
-            for a in range(nn):
-                ia = idx[a]
-                va = val[a] * inv
-                b[ia] -= va * bs
-                for q in range(a, nn):
-                    iq = idx[q]
-                    if ia <= iq:
-                        N[ia, iq] -= va * val[q]
+            for i in range(nseg):
+                si = seg_start[i]
+                li = seg_len[i]
+                oi = seg_off[i]
+                for a in range(li):
+                    b[si + a] -= val[oi + a] * inv * bs
+                # diagonal block: upper triangle
+                for a in range(li):
+                    va = val[oi + a] * inv
+                    for q in range(a, li):
+                        N[si + a, si + q] -= va * val[oi + q]
+                for j in range(i + 1, nseg):
+                    sj = seg_start[j]
+                    if si < sj:
+                        sr, lr, orr, sc, lc, oc = si, li, oi, sj, seg_len[j], seg_off[j]
                     else:
-                        N[iq, ia] -= va * val[q]
-        for a in range(nn):
-            pos[idx[a]] = -1
+                        sr, lr, orr, sc, lc, oc = sj, seg_len[j], seg_off[j], si, li, oi
+                    for a in range(lr):
+                        va = val[orr + a] * inv
+                        for q in range(lc):
+                            N[sr + a, sc + q] -= va * val[oc + q]
+        for i in range(nseg):
+            pos[seg_start[i]] = -1
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -121,9 +153,13 @@ def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  #
         s0 = (n_stars * t) // n_threads
         s1 = (n_stars * (t + 1)) // n_threads
         pos = -np.ones(n_p, dtype=np.int64)
-        idx = np.empty(max_len * k + 1, dtype=np.int64)
+        nsl = max_len * starts.shape[1] + 1
+        seg_start = np.empty(nsl, dtype=np.int64)
+        seg_len = np.empty(nsl, dtype=np.int64)
+        seg_off = np.empty(nsl, dtype=np.int64)
         val = np.empty(max_len * k + 1)
-        _eliminate_range(s0, s1, ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, Ns[t], bs[t], W, B, pos, idx, val)
+        _eliminate_range(s0, s1, ptr, starts, nbs, D, w, r, ref_w, ref_b, Ns[t], bs[t], W, B, pos, seg_start,
+                         seg_len, seg_off, val)
     N = Ns[0]
     b = bs[0]
     for t in range(1, n_threads):
@@ -133,47 +169,55 @@ def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  #
 
 
 @numba.njit(cache=True, nogil=True)
-def star_quadratic(ptr, starts, nbs, D, w, cov):  # pragma: no cover
-    """``u_sᵀ C u_s`` per star, the calibration part of each star magnitude's variance."""
+def _quadratic_range(s0, s1, ptr, starts, nbs, D, w, cov, out, pos, seg_start, seg_len, seg_off,
+                     val):  # pragma: no cover
+    for s in range(s0, s1):
+        nseg = _gather_star(ptr[s], ptr[s + 1], starts, nbs, D, w, pos, seg_start, seg_len, seg_off, val)
+        acc = 0.0
+        for i in range(nseg):
+            si = seg_start[i]
+            li = seg_len[i]
+            oi = seg_off[i]
+            for a in range(li):
+                va = val[oi + a]
+                row = 0.0
+                for q in range(li):
+                    row += cov[si + a, si + q] * val[oi + q]
+                for j in range(i + 1, nseg):
+                    sj = seg_start[j]
+                    oj = seg_off[j]
+                    part = 0.0
+                    for q in range(seg_len[j]):
+                        part += cov[si + a, sj + q] * val[oj + q]
+                    row += 2.0 * part
+                acc += va * row
+        out[s] = acc
+        for i in range(nseg):
+            pos[seg_start[i]] = -1
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def star_quadratic(ptr, starts, nbs, D, w, cov, n_threads=2):  # pragma: no cover
+    """``u_sᵀ C u_s`` per star (C symmetric), the calibration part of each star's variance."""
     n_stars = ptr.shape[0] - 1
     n_p = cov.shape[0]
-    n_slots = starts.shape[1]
     k = D.shape[1]
     out = np.zeros(n_stars)
-    pos = -np.ones(n_p, dtype=np.int64)
     max_len = 0
     for s in range(n_stars):
         m = ptr[s + 1] - ptr[s]
         if m > max_len:
             max_len = m
-    idx = np.empty(max_len * k + 1, dtype=np.int64)
-    val = np.empty(max_len * k + 1)
-    for s in range(n_stars):
-        nn = 0
-        for o in range(ptr[s], ptr[s + 1]):
-            wo = w[o]
-            if wo == 0.0:
-                continue
-            c = 0
-            for sl in range(n_slots):
-                for j in range(nbs[sl]):
-                    col = starts[o, sl] + j
-                    p = pos[col]
-                    if p < 0:
-                        pos[col] = nn
-                        idx[nn] = col
-                        val[nn] = wo * D[o, c]
-                        nn += 1
-                    else:
-                        val[p] += wo * D[o, c]
-                    c += 1
-        acc = 0.0
-        for a in range(nn):
-            for q in range(nn):
-                acc += val[a] * cov[idx[a], idx[q]] * val[q]
-        out[s] = acc
-        for a in range(nn):
-            pos[idx[a]] = -1
+    for t in numba.prange(n_threads):
+        s0 = (n_stars * t) // n_threads
+        s1 = (n_stars * (t + 1)) // n_threads
+        pos = -np.ones(n_p, dtype=np.int64)
+        nsl = max_len * starts.shape[1] + 1
+        seg_start = np.empty(nsl, dtype=np.int64)
+        seg_len = np.empty(nsl, dtype=np.int64)
+        seg_off = np.empty(nsl, dtype=np.int64)
+        val = np.empty(max_len * k + 1)
+        _quadratic_range(s0, s1, ptr, starts, nbs, D, w, cov, out, pos, seg_start, seg_len, seg_off, val)
     return out
 
 
@@ -191,4 +235,22 @@ def rows_dot(starts, nbs, D, vec):  # pragma: no cover
                 acc += D[o, c] * vec[s0 + j]
                 c += 1
         out[o] = acc
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def rows_scatter(starts, nbs, D, coef, n_p):  # pragma: no cover
+    """``Σ_o coef[o] D[o]`` scattered onto the parameters: a gradient-like vector."""
+    n_obs, n_slots = starts.shape
+    out = np.zeros(n_p)
+    for o in range(n_obs):
+        co = coef[o]
+        if co == 0.0:
+            continue
+        c = 0
+        for sl in range(n_slots):
+            s0 = starts[o, sl]
+            for j in range(nbs[sl]):
+                out[s0 + j] += co * D[o, c]
+                c += 1
     return out

@@ -740,7 +740,7 @@ def _chunk_data(prob: _Problem, sel: np.ndarray) -> dict:
 
 
 def linearize_chunk(chunk: dict, p: np.ndarray, star_mag: np.ndarray, w: np.ndarray, blocks: list,
-                    nbs: np.ndarray, n_p: int) -> dict:
+                    nbs: np.ndarray, n_p: int, need_matrix: bool = True) -> dict:
     """The map: residuals, derivative rows and the visit-local normal equations of one chunk.
 
     Parameters
@@ -757,13 +757,14 @@ def linearize_chunk(chunk: dict, p: np.ndarray, star_mag: np.ndarray, w: np.ndar
     -------
     dict
         ``sel, D, r, N`` (upper triangle of ``Σ w D Dᵀ``), ``b`` (``Σ w D r``), ``chi2``,
-        ``n_bad`` (observations where a factor is not positive).
+        ``n_bad`` (observations where a factor is not positive). ``N`` and ``b`` are ``None``
+        when ``need_matrix`` is false (a frozen-Hessian iteration needs only ``D`` and ``r``).
     """
     groups = {"epoch_detector": chunk["epoch_detector"], "detector": chunk["detector"], "visit": chunk["visit"]}
     coords = {"pixel": (chunk["pu"], chunk["pv"]), "tangent": (chunk["tu"], chunk["tv"])}
     log_model, D, _starts, ok = evaluate_blocks(blocks, p, groups, coords, chunk["colour"])
     r = chunk["m"] - log_model - star_mag
-    N, b = K.accumulate_normal(chunk["starts"], nbs, D, w, r, n_p)
+    N, b = K.accumulate_normal(chunk["starts"], nbs, D, w, r, n_p) if need_matrix else (None, None)
     return {"sel": chunk["sel"], "D": D, "r": r, "N": N, "b": b,
             "chi2": float(np.sum(w * r * r)), "n_bad": int(np.count_nonzero(~ok & (w > 0)))}
 
@@ -782,26 +783,28 @@ class _Mapper:
         self.D = np.empty((n, k))
         self.r = np.empty(n)
 
-    def __call__(self, p, star_mag_obs, w):
+    def __call__(self, p, star_mag_obs, w, need_matrix=True):
         prob = self.prob
-        N = np.zeros((prob.n_p, prob.n_p))
-        b = np.zeros(prob.n_p)
+        N = np.zeros((prob.n_p, prob.n_p)) if need_matrix else None
+        b = np.zeros(prob.n_p) if need_matrix else None
         chi2 = 0.0
         n_bad = 0
         if self.client is None:
-            results = (linearize_chunk(c, p, star_mag_obs[c["sel"]], w[c["sel"]], prob.blocks, prob.nbs, prob.n_p)
+            results = (linearize_chunk(c, p, star_mag_obs[c["sel"]], w[c["sel"]], prob.blocks, prob.nbs, prob.n_p,
+                                       need_matrix)
                        for c in self.chunks)
         else:
             futs = [self.client.submit(linearize_chunk, f, p, star_mag_obs[c["sel"]], w[c["sel"]],
-                                       prob.blocks, prob.nbs, prob.n_p, pure=False)
+                                       prob.blocks, prob.nbs, prob.n_p, need_matrix, pure=False)
                     for f, c in zip(self.futures, self.chunks, strict=True)]
             results = (f.result() for f in futs)
         for res in results:
             sel = res["sel"]
             self.D[sel] = res["D"]
             self.r[sel] = res["r"]
-            N += res["N"]
-            b += res["b"]
+            if need_matrix:
+                N += res["N"]
+                b += res["b"]
             chi2 += res["chi2"]
             n_bad += res["n_bad"]
         return N, b, chi2, n_bad
@@ -814,6 +817,17 @@ def _symmetrize(U: np.ndarray) -> np.ndarray:
     return U + U.T - np.diag(np.diag(U))
 
 
+def _group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Median (upper) of ``values`` per group; 0 for empty groups."""
+    order = np.lexsort((values, groups))
+    cnt = np.bincount(groups, minlength=n_groups)
+    first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    out = np.zeros(n_groups)
+    ok = cnt > 0
+    out[ok] = values[order][first[ok] + cnt[ok] // 2]
+    return out
+
+
 def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
     import scipy.linalg as sla
 
@@ -824,18 +838,21 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
     p = np.concatenate([b.initial() for b in prob.blocks])
     mapper = _Mapper(prob, client)
     star = prob.star
-    # starting magnitudes: per-star median of m (robust to outliers)
-    order = np.lexsort((prob.m, star))
-    cnt = np.diff(prob.ptr)
-    M = prob.m[order][prob.ptr[:-1] + cnt // 2]
-    vis_block = next(b for b in prob.blocks if b.group == "visit")
+    n_v = len(prob.visit_ids)
+    # Start close to the answer, robustly (medians: outliers are still in): star magnitudes,
+    # then one zero point per visit, then the stars again. A start near the solution keeps the
+    # Hessian of the first iterations close to the final one (see the frozen-Hessian steps).
+    M = _group_median(prob.m, star, n_s)
     has_ref = prob.ref_w > 0
     if prob.model != "reference-free":
-        # start the level at the reference: 2.5 log10 Π f = m_eff − M
-        M = np.where(has_ref, prob.ref_m, M)
-        zp = float(np.median((prob.m - M[star])[has_ref[star]]))
-        M = np.where(has_ref, prob.ref_m, prob.m[order][prob.ptr[:-1] + cnt // 2] - zp)
-        p[vis_block.offset + np.arange(vis_block.n_groups) * vis_block.n_basis] = 10 ** (0.4 * zp)
+        M = M - float(np.median((M - prob.ref_m)[has_ref]))
+    zp = _group_median(prob.m - M[star], prob.visit, n_v)
+    grey0 = 10 ** (0.4 * zp)
+    if prob.model == "reference-free":
+        grey0 /= grey0.mean()  # the zero-point constraint: mean grey = 1
+    M = _group_median(prob.m - 2.5 * np.log10(grey0)[prob.visit], star, n_s)
+    vis_block = next(b for b in prob.blocks if b.group == "visit")
+    p[vis_block.offset + np.arange(vis_block.n_groups) * vis_block.n_basis] = grey0
     ref_w = prob.ref_w if prob.model != "reference-free" else np.zeros(n_s)
 
     lam = None
@@ -843,12 +860,21 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
     rounds = 0
     since_reject = 0
     n_iter = 0
+    n_full = 0
     converged = False
-    prev = None  # (chi2, p, M, dp, dM, step)
+    prev = None  # (chi2, p, M, dp, dM)
     step = 1.0
-    S = rhs = None
+    S = None
+    fact = None  # (cho, X, C X) of the last assembled Hessian
+    last_step = np.inf
+    force_full = True
     while True:
-        Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], w)
+        # The Schur complement is the expensive part; once steps are small the Hessian hardly
+        # changes, so it is re-used (a frozen-Hessian Newton step, converging linearly at a rate
+        # of the Hessian's relative change) and re-assembled at the end to confirm convergence
+        # and give the covariance.
+        full = force_full or fact is None or last_step > 1e-3
+        Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], w, full)
         ref_b = ref_w * (prob.ref_m - M)
         chi2 = chi2_obs + float(np.sum(ref_w * (M - prob.ref_m) ** 2))
         if prev is not None and (n_bad > 0 or chi2 > prev[0] * (1 + 1e-10) + 1e-12) and step > 1e-3:
@@ -856,40 +882,57 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
             p = prev[1] + step * prev[3]
             M = prev[2] + step * prev[4]
             continue
-        Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, w, mapper.r, ref_w, ref_b,
-                                         prob.n_p, K.num_threads())
-        S = _symmetrize(Npp + Ns)
-        rhs = bpp + bs
-        diag = np.diag(S).copy()
-        if lam is None:
-            lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
-        Sp = S + lam * (C.T @ C)
-        dz = np.diag(Sp) <= 1e-14 * lam
-        if dz.any():
-            raise InputError(f"the fit cannot constrain the {cfg._describe_param(prob, int(np.nonzero(dz)[0][0]))}: "
-                             "no used observation touches it; drop that visit/detector or add stars")
-        Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
+        if full:
+            Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, w, mapper.r, ref_w, ref_b,
+                                             prob.n_p, K.num_threads())
+            n_full += 1
+            S = _symmetrize(Npp + Ns)
+            rhs = bpp + bs
+            diag = np.diag(S).copy()
+            if lam is None:
+                lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
+            Sp = S + lam * (C.T @ C)
+            dz = np.diag(Sp) <= 1e-14 * lam
+            if dz.any():
+                raise InputError(f"the fit cannot constrain the {cfg._describe_param(prob, int(np.nonzero(dz)[0][0]))}: "
+                                 "no used observation touches it; drop that visit/detector or add stars")
+            Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
+            try:
+                cho = sla.cho_factor(Sp, lower=False, check_finite=True)
+            except (np.linalg.LinAlgError, ValueError) as exc:
+                raise PhotocalibError(
+                    "the joint fit's normal matrix is singular beyond the documented degeneracies; "
+                    "check that visits overlap and detectors have stars across them") from exc
+            X = sla.cho_solve(cho, C.T)
+            fact = (cho, X, C @ X)
+        else:
+            W = np.bincount(star, weights=w, minlength=n_s) + ref_w
+            B = np.bincount(star, weights=w * mapper.r, minlength=n_s) + ref_b
+            mean_r = np.where(W > 0, B / np.where(W > 0, W, 1.0), 0.0)
+            rhs = K.rows_scatter(prob.starts, prob.nbs, mapper.D, w * (mapper.r - mean_r[star]), prob.n_p)
+        cho, X, CX = fact
         rhs_p = rhs + lam * (C.T @ (t - C @ p))
-        try:
-            cho = sla.cho_factor(Sp, lower=False, check_finite=True)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise PhotocalibError(
-                "the joint fit's normal matrix is singular beyond the documented degeneracies; "
-                "check that visits overlap and detectors have stars across them") from exc
-        X = sla.cho_solve(cho, C.T)
         yv = sla.cho_solve(cho, rhs_p)
-        nu = np.linalg.solve(C @ X, C @ yv - (t - C @ p))
+        nu = np.linalg.solve(CX, C @ yv - (t - C @ p))
         dp = yv - X @ nu
         dmod = K.rows_dot(prob.starts, prob.nbs, mapper.D, dp)
         udp = np.bincount(star, weights=w * dmod, minlength=n_s)
         dM = np.where(W > 0, (B - udp) / np.where(W > 0, W, 1.0), 0.0)
         history.append(chi2)
         n_iter += 1
-        small = max(float(np.max(np.abs(dM))), float(np.max(np.abs(dmod)))) < cfg.tol
+        last_step = max(float(np.max(np.abs(dM))), float(np.max(np.abs(dmod))))
+        small = last_step < cfg.tol
         # χ² no longer moving (same weights): nearly degenerate directions (e.g. monolithic
         # detector polynomials vs the common part of the visit polynomials) change nothing.
         if len(history) - since_reject >= 2 and history[-2] - history[-1] <= 1e-11 * history[-1]:
             small = True
+        force_full = False
+        if small and not full and n_iter < cfg.max_iter:
+            force_full = True  # confirm with the true Hessian (and get the covariance)
+            prev = None
+            p = p + dp
+            M = M + dM
+            continue
         if small or n_iter >= cfg.max_iter:
             if small and cfg.n_sigma is not None and rounds < cfg.max_rejection_rounds:
                 n_rej = _reject(prob, mapper.r, w, w0, W, cfg.n_sigma)
@@ -903,6 +946,12 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
                     if n_iter < cfg.max_iter:
                         continue
             converged = small
+            if not full:
+                # ran out of iterations on a frozen Hessian: assemble it for the covariance
+                Npp, bpp, _, _ = mapper(p, M[star], w, True)
+                Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, w, mapper.r, ref_w,
+                                                 ref_w * (prob.ref_m - M), prob.n_p, K.num_threads())
+                S = _symmetrize(Npp + Ns)
             break
         prev = (chi2, p, M, dp, dM)
         step = 1.0
@@ -920,7 +969,7 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
         X = inv @ C.T
         cov = inv - X @ np.linalg.solve(C @ X, X.T)
         perr = np.sqrt(np.clip(np.diag(cov), 0, None))
-        var_cal = K.star_quadratic(prob.ptr, prob.starts, prob.nbs, mapper.D, w, cov)
+        var_cal = K.star_quadratic(prob.ptr, prob.starts, prob.nbs, mapper.D, w, cov, K.num_threads())
     Wsafe = np.where(W > 0, W, np.inf)
     mag_err = np.sqrt(1.0 / Wsafe + var_cal / np.where(W > 0, W, 1.0) ** 2)
     used = w > 0
