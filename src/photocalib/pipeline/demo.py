@@ -10,11 +10,12 @@ import os
 import time
 from pathlib import Path
 
+from ..errors import InputError
 from .config import Config
 from .inputs import find_inputs
 from .layout import RunLayout
 from .runner import RunResult, run_pipeline
-from .steps import MissingLayer, layer
+from .steps import layer
 
 __all__ = ["run_demo"]
 
@@ -39,12 +40,22 @@ def run_demo(out: str | os.PathLike, config: Config | None = None, scheduler: st
     step_done = layout.is_done("simulate", "survey") and not force
     if not step_done:
         kwargs = config.simulate.simulate_kwargs()
-        if scheduler is None and not in_process:
-            kwargs["num_workers"] = config.dask.n_workers
-        elif in_process:
-            kwargs["scheduler"] = "synchronous"
+        address = scheduler or config.dask.scheduler
         log.info("simulating %s", kwargs)
-        simulate(survey, **kwargs)
+        if in_process:
+            simulate(survey, scheduler="synchronous", **kwargs)
+        elif address:
+            from distributed import Client
+
+            # Render on the same cluster the pipeline will use.
+            try:
+                client = Client(address, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise InputError(f"cannot reach the Dask scheduler at {address!r} ({exc})") from exc
+            with client:
+                simulate(survey, client=client, **kwargs)
+        else:
+            simulate(survey, num_workers=config.dask.n_workers, **kwargs)
         outputs = [p for p in survey.rglob("*") if p.is_file()]
         layout.mark_done("simulate", "survey", outputs)
     t_sim = time.perf_counter() - t0
@@ -54,5 +65,3 @@ def run_demo(out: str | os.PathLike, config: Config | None = None, scheduler: st
     result.timings = {"simulate": round(t_sim, 3), **result.timings}
     return result
 
-
-__all__ += ["MissingLayer"]
