@@ -144,7 +144,7 @@ def eval_mapping(tx0, ty0, tnx, tny, tsx, tsy, coef_x, coef_y, texact, ex, ey, o
 _FAST = {"reassoc", "contract", "arcp"}
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FAST)
+@nb.njit(nogil=True, cache=True, fastmath=_FAST)
 def resample(
     src, var, mask, has_var, has_mask, area_out, use_area,
     tx0, ty0, tnx, tny, tsx, tsy, coef_x, coef_y, texact, ex, ey,
@@ -157,13 +157,14 @@ def resample(
     bilinear footprint (the 2x2 pixels around the point; the caller grows the bits of untrusted
     pixels to the Lanczos support first). Points mapped outside the input's pixel edges get NaN
     and ``nodata_bit``; points whose kernel was cut by the input edge get ``edge_bit`` (the
-    remaining taps are renormalised). Parallel over tiles, each of which owns its pixels.
+    remaining taps are renormalised). Serial and ``nogil``: the caller runs chunks of tiles on
+    threads (each tile owns its pixels), which compiles in half the time of ``parallel=True``.
     """
     ny_in, nx_in = src.shape
     ntile = tx0.shape[0]
     xmax = nx_in - 0.5
     ymax = ny_in - 0.5
-    for t in nb.prange(ntile):
+    for t in range(ntile):
         wx = np.empty(6)
         wy = np.empty(6)
         x0 = tx0[t]

@@ -83,6 +83,39 @@ _LANCZOS3_TABLE.setflags(write=False)
 GROW_BITS = int(MaskPlane.BAD | MaskPlane.SAT | MaskPlane.CR | MaskPlane.NO_DATA)
 
 
+def _threads() -> int:
+    """Worker threads for the kernel: ``NUMBA_NUM_THREADS`` (default: the number of CPUs)."""
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+def _resample_threaded(before: tuple, tile_args: tuple, after: tuple) -> None:
+    """Run the resampling kernel over chunks of tiles on threads (the kernel releases the GIL).
+
+    ``tile_args`` are the mapping's arrays: nine per-tile arrays, then the two shared arrays of
+    exact coordinates. Each tile writes only its own output pixels, so chunks never collide;
+    several chunks per thread balance tiles of unequal cost (e.g. outside the input).
+    """
+    per_tile, shared = tile_args[:9], tile_args[9:]
+    n_tiles = per_tile[0].shape[0]
+    n_threads = _threads()
+    n_chunks = min(n_tiles, 8 * n_threads)
+    if n_chunks <= 1 or n_threads == 1:
+        _kernels.resample(*before, *tile_args, *after)
+        return
+    bounds = np.linspace(0, n_tiles, n_chunks + 1).astype(int)
+
+    def run(k: int) -> None:
+        lo, hi = bounds[k], bounds[k + 1]
+        _kernels.resample(*before, *(a[lo:hi] for a in per_tile), *shared, *after)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        list(pool.map(run, range(n_chunks)))
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     """A read-only, C-contiguous view: the kernel then has one compiled variant per dtype,
     whether the caller's arrays were writable (plain arrays) or not (Exposure planes)."""
@@ -335,10 +368,10 @@ def warp_arrays(
     out_var = np.full((ny, nx), np.nan, dtype=dtype)
     # Pixels no tile covers (dropped as far outside the input) have no data.
     out_mask = np.full((ny, nx), np.uint32(MaskPlane.NO_DATA), dtype=np.uint32)
-    _kernels.resample(
-        _readonly(values), _readonly(var_in), _readonly(mask), has_var, has_mask, _readonly(area_out), use_area,
-        *mapping.kernel_args(),
-        order, _LANCZOS3_TABLE, out, out_var, out_mask, np.uint32(MaskPlane.EDGE), np.uint32(MaskPlane.NO_DATA),
+    _resample_threaded(
+        (_readonly(values), _readonly(var_in), _readonly(mask), has_var, has_mask, _readonly(area_out), use_area),
+        mapping.kernel_args(),
+        (order, _LANCZOS3_TABLE, out, out_var, out_mask, np.uint32(MaskPlane.EDGE), np.uint32(MaskPlane.NO_DATA)),
     )
     return WarpResult(image=out, variance=out_var if has_var else None, mask=out_mask, mapping=mapping)
 
