@@ -97,13 +97,17 @@ def config_file(tmp_path_factory) -> Path:
 
 
 def test_run_on_tpv_headers_with_dask(tmp_path, config_file):
+    # The joint fit's per-visit accumulation runs as a map-reduce on the same cluster.
+    config = tmp_path / "dask.toml"
+    config.write_text(config_file.read_text().replace("star_flat_order = 1",
+                                                     "star_flat_order = 1\ndistributed = \"always\""))
     survey = tmp_path / "survey"
     write_mini_survey(survey, _header("tpvonly.hdr"))
     with fits.open(survey / "raw" / "visit-001000.fits") as hdul:
         assert hdul[1].header["CTYPE1"] == "RA---TPV"
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(survey), "--out", str(out), "--config",
-                                       str(config_file), "--no-progress"])
+                                       str(config), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output
     _check_run(out, survey)
