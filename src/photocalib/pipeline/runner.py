@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._io import open_fits
+from .._io import atomic_write, open_fits
 from ..errors import InputError, PhotocalibError
 from .catalogs import associate, read_table, write_parquet
 from .config import Config, config_to_toml
@@ -327,7 +327,8 @@ def run_pipeline(inputs: RunInputs, out: str | os.PathLike, config: Config | Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     layout = RunLayout(out)
-    (out / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
+    with atomic_write(out / "config.toml") as tmp:
+        tmp.write_text(config_to_toml(config), encoding="utf-8")
     if force:
         for step in ("process", "joint", "apply", "coadd"):
             layout.clear(step)
