@@ -274,3 +274,48 @@ def test_joint_too_few_stars_for_the_star_flat_is_excluded(joint_small):
     sol = fit_joint(obs[keep], wcs, model="reference-free", bboxes=truth.bboxes, star_flat_order=3)
     assert sparse not in sol.detectors
     assert any(r["what"] == "detector" and f"detector {sparse}" in r["id"] for r in sol.excluded)
+
+
+@pytest.mark.parametrize("column", ["visit", "detector", "star", "x", "y", "instflux", "instflux_err"])
+def test_joint_missing_column_is_named(joint_small, column):
+    obs, wcs, truth, ref = joint_small
+    o = obs.copy()
+    o.remove_column(column)
+    with pytest.raises(InputError, match=column):
+        fit_joint(o, wcs, reference=ref, bboxes=truth.bboxes, star_flat_order=1)
+
+
+@pytest.mark.parametrize("column", ["star", "flux"])
+def test_joint_reference_missing_column_is_named(joint_small, column):
+    obs, wcs, truth, ref = joint_small
+    r = ref.copy()
+    r.remove_column(column)
+    with pytest.raises(InputError, match=column):
+        fit_joint(obs, wcs, reference=r, bboxes=truth.bboxes, star_flat_order=1)
+
+
+# -- reference catalogs on disk ----------------------------------------------------------------------
+@pytest.mark.parametrize("drop, word", [("ra", "'ra'"), ("dec", "'dec'"), ("flux", "flux")])
+def test_reference_file_missing_column_is_named(tmp_path, drop, word):
+    import pandas as pd
+
+    from photocalib.pipeline.catalogs import read_reference
+
+    df = pd.DataFrame({"id": [1, 2], "ra": [1.0, 1.1], "dec": [0.0, 0.1], "flux": [1.0, 2.0]})
+    path = tmp_path / "ref.parquet"
+    df.drop(columns=[drop]).to_parquet(path)
+    with pytest.raises(InputError, match=word) as info:
+        read_reference(path)
+    assert str(path) in str(info.value)
+
+
+def test_reference_file_with_nan_coordinates_is_refused(tmp_path):
+    import pandas as pd
+
+    from photocalib.pipeline.catalogs import read_reference
+
+    path = tmp_path / "ref.parquet"
+    pd.DataFrame({"ra": [1.0, np.nan], "dec": [0.0, 0.1], "flux": [1.0, 2.0]}).to_parquet(path)
+    with pytest.raises(InputError, match="ra/dec") as info:
+        read_reference(path)
+    assert str(path) in str(info.value)
