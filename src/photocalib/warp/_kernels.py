@@ -4,14 +4,14 @@ The Python API lives in :mod:`photocalib.warp.mapping` and :mod:`photocalib.warp
 
 Why a kernel of our own rather than drizzle or reproject (both measured in
 benchmarks/bench_warp.py on a 4k x 4k TAN-SIP image): ``reproject_adaptive(conserve_flux=True)``
-conserves flux to ~7e-4 per star but is 30-50 times slower than this kernel (it works out the
+conserves flux to ~7e-4 per star but is 30-40 times slower than this warp (it works out the
 WCS Jacobian at every output pixel); ``reproject_interp`` does not conserve flux; drizzle's
 square kernel conserves flux exactly but needs a pixmap evaluated through the full WCS at every
 input pixel (the slowest step, several seconds at 4k), convolves the image with its pixel once
 more (a wider PSF), and its Lanczos kernels do not conserve flux (drizzle's own warning). A
 separable, normalised (tabulated) Lanczos-3 interpolation of surface brightness through a checked
-piecewise-cubic mapping conserves flux to ~1e-4 per star at 4.5-10 times drizzle's end-to-end
-throughput; its loop over output pixels cannot be written as whole-array NumPy without 36
+piecewise-cubic mapping conserves flux to ~2e-4 per star at several times drizzle's end-to-end
+throughput (and twice its add_image alone); its loop over output pixels cannot be written as whole-array NumPy without 36
 shifted copies of the image, so it is written here once in Numba.
 """
 
