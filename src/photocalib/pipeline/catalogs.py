@@ -80,27 +80,35 @@ def read_reference(path: str | os.PathLike, band: str | None = None) -> pd.DataF
     err_names = (f"{flux_col.lower()}_err", f"{flux_col.lower()}err", "flux_err", "fluxerr")
     err_col = next((cols[c] for c in err_names if c in cols), None)
     id_col = next((cols[c] for c in ("ref_id", "id", "star", "star_id") if c in cols), None)
-    try:
-        out = _reference_frame(df, cols, flux_col, err_col, id_col)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: reference catalog columns are not numbers ({exc})") from exc
-    if not (np.isfinite(out["ra"]).all() and np.isfinite(out["dec"]).all()):
-        raise InputError(f"{path}: reference catalog has non-finite ra/dec values")
-    return out
 
+    def column(name: str | None, dtype, default=None) -> np.ndarray:
+        if name is None:
+            return default
+        try:
+            return df[name].to_numpy(dtype)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: reference catalog column {name!r} is not numeric "
+                             f"({exc}); it must hold numbers") from exc
 
-def _reference_frame(df, cols, flux_col, err_col, id_col) -> pd.DataFrame:
     out = pd.DataFrame({
-        "ref_id": df[id_col].to_numpy(np.int64) if id_col else np.arange(len(df), dtype=np.int64),
-        "ra": df[cols["ra"]].to_numpy(np.float64),
-        "dec": df[cols["dec"]].to_numpy(np.float64),
-        "flux": df[flux_col].to_numpy(np.float64),
-        "flux_err": df[err_col].to_numpy(np.float64) if err_col else np.zeros(len(df)),
+        "ref_id": column(id_col, np.int64, np.arange(len(df), dtype=np.int64)),
+        "ra": column(cols["ra"], np.float64),
+        "dec": column(cols["dec"], np.float64),
+        "flux": column(flux_col, np.float64),
+        "flux_err": column(err_col, np.float64, np.zeros(len(df))),
     })
     for name in ("colour", "color"):
         if name in cols:
-            out["colour"] = df[cols[name]].to_numpy(np.float64)
+            out["colour"] = column(cols[name], np.float64)
             break
+    if not (np.isfinite(out["ra"]).all() and np.isfinite(out["dec"]).all()):
+        raise InputError(f"{path}: reference catalog has non-finite ra/dec values")
+    dup = out["ref_id"].duplicated(keep=False)
+    if dup.any():
+        ids = sorted(set(out.loc[dup, "ref_id"].tolist()))
+        shown = ", ".join(str(i) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
+        raise InputError(f"{path}: reference catalog has duplicate ids in column {id_col!r}: "
+                         f"{shown}; each reference star needs its own id")
     return out
 
 

@@ -181,7 +181,19 @@ class _Run:
         mode = cfg.distributed
         if self.ex.client is not None and (mode == "always" or (mode == "auto" and len(obs) >= 200_000)):
             kwargs["client"] = self.ex.client
-        sol = _fit_joint_task(fit_joint, obs, wcs, kwargs, self._joint_options())
+        try:
+            sol = _fit_joint_task(fit_joint, obs, wcs, kwargs, self._joint_options())
+        except PhotocalibError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a cluster failure (e.g. a worker killed)
+            if "client" not in kwargs:
+                raise
+            # The distributed accumulation lost data with a dead worker: the same fit in
+            # this process gives the same answer, only slower.
+            log.warning("distributed joint fit failed (%s: %s); fitting in process",
+                        type(exc).__name__, exc)
+            kwargs.pop("client")
+            sol = _fit_joint_task(fit_joint, obs, wcs, kwargs, self._joint_options())
         self.run.joint_dir.mkdir(parents=True, exist_ok=True)
         outputs = []
         if hasattr(sol, "write"):
