@@ -73,6 +73,8 @@ def test_kernels_equal_the_dense_schur_complement(rng):
     np.testing.assert_allclose(B, b[:n_s], atol=1e-12)
     vec = rng.normal(size=n_p)
     np.testing.assert_allclose(K.rows_dot(starts, nbs, D, vec), (E[:, n_s:] @ vec), atol=1e-12)
+    coef = rng.normal(size=n)
+    np.testing.assert_allclose(K.rows_scatter(starts, nbs, D, coef, n_p), E[:, n_s:].T @ coef, atol=1e-12)
     cov = rng.normal(size=(n_p, n_p))
     cov = cov @ cov.T
     Ustar = (w[:, None] * E[:, n_s:])

@@ -59,7 +59,19 @@ visit chunk (a map that can run on Dask workers) together with the visit-local n
 exactly by their Schur complement, ``N − Σ_s u_s u_sᵀ / W_s``, which is block-diagonal per star
 and costs ``Σ_s (entries of u_s)²``. The reduced dense system (a few thousand parameters) is
 solved by Cholesky with the constraints through a bordered (KKT) solve. Steps that raise χ² or
-make a factor non-positive are halved.
+make a factor non-positive are halved. Once steps are below 0.02 mag the factorised Hessian is
+kept (frozen-Hessian Newton: only the gradient is recomputed, at O(observations) cost) and it
+is re-assembled at convergence to confirm it and to give the covariance. Convergence: no star
+magnitude or model value moves by more than ``tol``, or χ² stops decreasing.
+
+Map-reduce: the map is :func:`linearize_chunk` on whole visits (residuals, derivative rows,
+``Σ w D Dᵀ``, ``Σ w D r``); the reduce adds the matrices and gathers the rows in star order;
+the star elimination then runs where the reduce does. With ``client=`` the chunks are
+scattered to the Dask workers once and each iteration maps over them; the answer equals the
+in-process one to rounding.
+
+Errors: parameter covariance from the constrained inverse of the reduced Hessian; star
+magnitude variances ``1/W_s + u_sᵀ C u_s / W_s²`` (the measurement and calibration parts).
 
 Outlier rejection: after convergence, observations whose leverage-corrected normalised
 residual ``|z| = |r| / sqrt(σ² − 1/W_s)`` exceeds ``max(n_sigma, 0.25 · max|z|)`` are
@@ -873,7 +885,7 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
         # changes, so it is re-used (a frozen-Hessian Newton step, converging linearly at a rate
         # of the Hessian's relative change) and re-assembled at the end to confirm convergence
         # and give the covariance.
-        full = force_full or fact is None or last_step > 1e-3
+        full = force_full or fact is None or last_step > 2e-2
         Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], w, full)
         ref_b = ref_w * (prob.ref_m - M)
         chi2 = chi2_obs + float(np.sum(ref_w * (M - prob.ref_m) ** 2))
