@@ -158,3 +158,30 @@ def test_killed_worker_run_completes_with_identical_outputs(survey, reference_ru
     finally:
         client.close()
         cluster.close()
+
+
+def test_distributed_joint_fit_failure_falls_back_in_process(survey, reference_run, tmp_path, monkeypatch):
+    import shutil
+
+    import photocalib.fit as fit_layer
+    from photocalib.pipeline.execution import Executor
+    from photocalib.pipeline.runner import _Run
+
+    real = fit_layer.fit_joint
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append("client" in kwargs)
+        if "client" in kwargs:
+            raise RuntimeError("lost the chunks held by a dead worker")  # as distributed would
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_layer, "fit_joint", flaky)
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    cfg = _config().with_overrides(calibration={"distributed": "always"})
+    runner = _Run(find_inputs(survey), out, cfg, Executor(object(), progress=False), force=True)
+    runner.step("joint", runner.joint)
+    assert calls == [True, False]
+    assert runner.result.failed == {} and runner.result.skipped == {}
+    assert _digests(out, ("calib/joint/**/*.fits",)) == _digests(reference_run, ("calib/joint/**/*.fits",))
