@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # 1. A small survey with known truth (the simulator is the only part that uses GalSim).
-    from photocalib.sim.simulate import simulate
+    from photocalib.sim import simulate
 
     survey = args.out / "survey"
     if not (survey / "truth" / "config.json").is_file():

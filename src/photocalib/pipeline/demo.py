@@ -36,7 +36,7 @@ def run_demo(out: str | os.PathLike, config: Config | None = None, scheduler: st
     survey = out / "survey"
     layout = RunLayout(out)
     t0 = time.perf_counter()
-    simulate = layer("sim|sim.simulate", "simulate")
+    simulate = layer("sim|sim.runner", "simulate")
     step_done = layout.is_done("simulate", "survey") and not force
     if not step_done:
         kwargs = config.simulate.simulate_kwargs()
