@@ -160,3 +160,16 @@ def test_run_on_sip_headers_and_rerun_skips(tmp_path, config_file):
     assert redo.exit_code == 0, redo.output
     pd.testing.assert_frame_equal(pd.read_parquet(out / "tables" / "grey.parquet"), grey)
     assert (out / "report" / "grey.png").is_file()
+    # Without a truth (real data) the residuals are against the reference catalog.
+    import dataclasses
+
+    from photocalib.pipeline.config import Config
+    from photocalib.pipeline.layout import RunLayout
+    from photocalib.pipeline.runner import previous_inputs
+    from photocalib.pipeline.summary import write_summary
+
+    inputs = dataclasses.replace(previous_inputs(out), truth=None)
+    write_summary(RunLayout(out), inputs, Config())
+    res = pd.read_parquet(out / "tables" / "residuals.parquet")
+    assert (res["against"] == "reference catalog").all() and len(res) > 50
+    assert "truth_mmag" not in pd.read_parquet(out / "tables" / "grey.parquet").columns
