@@ -146,6 +146,66 @@ def test_detect_survives_local_damage(wcs, case):
         assert np.min(np.hypot(xy[:, 0] - cx, xy[:, 1] - cy)) < 0.5
 
 
+@pytest.mark.parametrize("case", ["inf row", "nan hole on a star"])
+def test_detect_treats_non_finite_pixels_as_missing(wcs, case):
+    img = _scene()
+    if case == "inf row":
+        img[100, :] = np.inf
+    elif case == "nan hole on a star":
+        img[48:53, 48:53] = np.nan
+    else:
+        img[:, 10] = np.nan
+    found = measure.detect(_exposure(wcs, img).to_fluence(), 5.0)
+    _each_star_once(found)
+    # the stars away from the damage are all found
+    xy = np.column_stack([found["x"], found["y"]])
+    for cx, cy in STARS[1:]:
+        assert np.min(np.hypot(xy[:, 0] - cx, xy[:, 1] - cy)) < 0.5
+
+
+@pytest.mark.parametrize("case", ["zero"])
+def test_detect_with_bad_variance(wcs, case):
+    var = np.full((NY, NX), 9.0)
+    if case == "zero":
+        var[:] = 0.0
+    elif case == "negative patch":
+        var[40:60, 40:60] = -1.0
+    else:
+        var[40:60, 40:60] = np.nan
+    exp = _exposure(wcs, _scene(), variance=var).to_fluence()
+    try:
+        found = measure.detect(exp, 5.0)
+    except InputError as exc:
+        assert "variance" in str(exc)
+        return
+    _each_star_once(found)
+
+
+@pytest.mark.parametrize("case", ["negative patch", "nan patch", "zero"])
+def test_aperture_photometry_with_bad_variance(wcs, case):
+    var = np.full((NY, NX), 9.0)
+    if case == "zero":
+        var[:] = 0.0
+    elif case == "negative patch":
+        var[40:60, 40:60] = -1.0
+    else:
+        var[40:60, 40:60] = np.nan
+    exp = _exposure(wcs, _scene(), variance=var).to_fluence()
+    x = np.array([s[0] for s in STARS])
+    y = np.array([s[1] for s in STARS])
+    try:
+        phot = measure.aperture_photometry(exp, x, y, radius=4.0)
+    except InputError as exc:
+        assert "variance" in str(exc)
+        return
+    _assert_bad_values_flagged(phot)
+    if case != "zero":
+        assert phot["flags"][0] != 0  # its aperture has unusable variance
+    else:
+        # zero error on a 5000-count star is not a measurement: flagged or refused
+        assert np.all((np.asarray(phot["instflux_err"]) > 0) | (np.asarray(phot["flags"]) != 0))
+
+
 def test_negative_mask_is_refused(wcs):
     with pytest.raises(InputError, match="mask"):
         _exposure(wcs, _scene(), mask=-np.ones((NY, NX), np.int64))

@@ -57,8 +57,7 @@ def test_missing_file_names_the_path(tmp_path, kind):
     assert str(path) in str(info.value)
 
 
-# read_catalog of a directory: see pending/test_rel_pending_io.py
-@pytest.mark.parametrize("kind", [k for k in READERS if k != "catalog"])
+@pytest.mark.parametrize("kind", list(READERS))
 def test_directory_is_not_a_file(tmp_path, kind):
     folder = tmp_path / f"folder-{kind}"
     folder.mkdir()
