@@ -874,7 +874,7 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
     n_iter = 0
     n_full = 0
     converged = False
-    prev = None  # (chi2, p, M, dp, dM)
+    prev = None  # (chi2, p, M, dp, dM, whether the Hessian was assembled)
     step = 1.0
     S = None
     fact = None  # (cho, X, C X) of the last assembled Hessian
@@ -890,6 +890,12 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
         ref_b = ref_w * (prob.ref_m - M)
         chi2 = chi2_obs + float(np.sum(ref_w * (M - prob.ref_m) ** 2))
         if prev is not None and (n_bad > 0 or chi2 > prev[0] * (1 + 1e-10) + 1e-12) and step > 1e-3:
+            if not prev[5]:
+                # a frozen-Hessian step went uphill: go back and assemble the true Hessian there
+                p, M = prev[1], prev[2]
+                prev = None
+                force_full = True
+                continue
             step *= 0.5
             p = prev[1] + step * prev[3]
             M = prev[2] + step * prev[4]
@@ -936,7 +942,7 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
         small = last_step < cfg.tol
         # χ² no longer moving (same weights): nearly degenerate directions (e.g. monolithic
         # detector polynomials vs the common part of the visit polynomials) change nothing.
-        if len(history) - since_reject >= 2 and history[-2] - history[-1] <= 1e-11 * history[-1]:
+        if full and len(history) - since_reject >= 2 and 0.0 <= history[-2] - history[-1] <= 1e-11 * history[-1]:
             small = True
         force_full = False
         if small and not full and n_iter < cfg.max_iter:
@@ -965,7 +971,7 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
                                                  ref_w * (prob.ref_m - M), prob.n_p, K.num_threads())
                 S = _symmetrize(Npp + Ns)
             break
-        prev = (chi2, p, M, dp, dM)
+        prev = (chi2, p, M, dp, dM, full)
         step = 1.0
         p = p + dp
         M = M + dM
