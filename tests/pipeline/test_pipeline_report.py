@@ -31,7 +31,8 @@ def _fake_run(root, rng):
         area = 0.028 * (1 - 1e-7 * (xi**2 + eta**2))
         rows.append(pd.DataFrame({"detector": det, "row": i.ravel(), "col": j.ravel(),
                                   "xi": xi.ravel(), "eta": eta.ravel(), "area": area.ravel(),
-                                  "star_flat_mmag": rng.normal(0, 1, i.size)}))
+                                  "star_flat_mmag": rng.normal(0, 1, i.size),
+                                  "truth_star_flat_mmag": rng.normal(0, 1, i.size)}))
     pd.concat(rows).to_parquet(run.tables / "focal_plane.parquet")
     pd.DataFrame({"visit": [3, 1, 2], "grey_mmag": [10.0, -5.0, 2.0],
                   "truth_mmag": [9.5, -5.2, 2.4]}).to_parquet(run.tables / "grey.parquet")

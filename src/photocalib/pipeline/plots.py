@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 __all__ = [
     "FocalPlanePanel",
     "focal_plane_map",
+    "focal_plane_maps",
     "grey_terms",
     "residual_maps",
     "residual_vs_colour",
@@ -101,6 +102,30 @@ def focal_plane_map(panels: Sequence[FocalPlanePanel], title: str, colorbar_labe
     ax.set_xlabel("focal-plane x (arcmin)")
     ax.set_ylabel("focal-plane y (arcmin)")
     ax.set_title(title)
+    return fig
+
+
+def focal_plane_maps(panel_sets: Mapping[str, Sequence[FocalPlanePanel]], title: str,
+                     colorbar_label: str, cmap: str = "RdBu_r") -> Figure:
+    """Several focal-plane maps side by side on one symmetric colour scale (e.g. fitted and
+    true star flats, each with its median removed by the caller)."""
+    names = list(panel_sets)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.8), layout="constrained",
+                             squeeze=False, sharex=True, sharey=True)
+    allv = np.concatenate([np.ravel(p.value) for n in names for p in panel_sets[n]])
+    vmin, vmax = _limits(allv, symmetric=True)
+    mesh = None
+    for ax, name in zip(axes[0], names, strict=True):
+        for p in panel_sets[name]:
+            mesh = ax.pcolormesh(p.xi / 60.0, p.eta / 60.0, p.value, shading="gouraud",
+                                 vmin=vmin, vmax=vmax, cmap=cmap)
+        ax.set_aspect("equal")
+        ax.set_title(name)
+        ax.set_xlabel("focal-plane x (arcmin)")
+    axes[0][0].set_ylabel("focal-plane y (arcmin)")
+    if mesh is not None:
+        fig.colorbar(mesh, ax=list(axes[0]), label=colorbar_label)
+    fig.suptitle(title)
     return fig
 
 

@@ -80,8 +80,13 @@ def _area_map(run: RunLayout):
 
 def _star_flat(run: RunLayout):
     df = read_table(run.tables / "focal_plane.parquet")
-    return plots.focal_plane_map(_panels(df, "star_flat_mmag"), "Fitted star flat",
-                                 "mmag", symmetric=True, cmap="RdBu_r")
+    fitted = _panels(df, "star_flat_mmag")
+    try:
+        true = _panels(df, "truth_star_flat_mmag")
+    except _Missing:
+        return plots.focal_plane_map(fitted, "Fitted star flat", "mmag", symmetric=True, cmap="RdBu_r")
+    return plots.focal_plane_maps({"fitted (joint calibration)": fitted, "truth (simulator)": true},
+                                  "Star flat: calibration relative to its median", "mmag")
 
 
 def _grey(run: RunLayout):
@@ -151,8 +156,9 @@ _FIGURES: list[tuple[str, str, str, Callable[..., object]]] = [
      "The pixel area |det J| (arcsec²) of every detector, from its WCS; the flat-fielded "
      "(surface-brightness) image differs from the fluence image by exactly this map.", _area_map),
     ("starflat", "Star flat",
-     "The per-detector star flat of the joint fit (mmag), the fluence-to-fluence correction "
-     "that the dome flat leaves.", _star_flat),
+     "The joint calibration of the first visit across the focal plane relative to its median "
+     "(mmag): the star flat, the fluence-to-fluence correction that the dome flat leaves; "
+     "beside it the simulator's true star flat when the run was given the truth.", _star_flat),
     ("grey", "Grey terms", "The calibration level fitted per visit (mean over detectors seen in "
      "every visit, mean removed), with the simulator's truth when the run was given it: "
      "extinction × grey cloud × exposure time. Aperture losses, which change with seeing, are "

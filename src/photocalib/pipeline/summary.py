@@ -96,7 +96,27 @@ def _calib_value(run: RunLayout, unit: Unit, x, y) -> np.ndarray | None:
     return np.asarray(calib.instflux_to_nanojansky(np.ones_like(x), x, y), float)
 
 
-def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs) -> None:
+def _truth_star_flat(truth_dir, detector: int, gx: np.ndarray, gy: np.ndarray) -> np.ndarray | None:
+    """The simulator's true star flat (truth/maps-DDD.fits, STARFLAT) at the nearest pixels."""
+    if truth_dir is None:
+        return None
+    from pathlib import Path
+
+    path = Path(truth_dir) / f"maps-{int(detector):03d}.fits"
+    if not path.is_file():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_fits(path) as hdul:
+            if "STARFLAT" not in hdul:
+                return None
+            sf = np.asarray(hdul["STARFLAT"].data, float)
+    iy = np.clip(np.rint(gy).astype(int), 0, sf.shape[0] - 1)
+    ix = np.clip(np.rint(gx).astype(int), 0, sf.shape[1] - 1)
+    return sf[iy, ix]
+
+
+def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs, truth_dir=None) -> None:
     first_visit = min(u.visit for u in units)
     rows = []
     for u in (u for u in units if u.visit == first_visit):
@@ -105,17 +125,22 @@ def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs) -> None:
         ra, dec = w.pixel_to_sky(gx, gy)
         fu, fv = frames[u.visit](ra, dec)
         calib = _calib_value(run, u, gx, gy)
+        true_sf = _truth_star_flat(truth_dir, u.detector, gx, gy)
         rows.append(pd.DataFrame({
             "detector": u.detector,
             "row": np.repeat(np.arange(_GRID), _GRID), "col": np.tile(np.arange(_GRID), _GRID),
             "xi": fu.ravel(), "eta": fv.ravel(), "area": np.asarray(w.pixel_area(gx, gy)).ravel(),
             "calib": calib.ravel() if calib is not None else np.nan,
+            "true_sf": true_sf.ravel() if true_sf is not None else np.nan,
         }))
     df = pd.concat(rows, ignore_index=True)
     if np.isfinite(df["calib"]).any():
         # Calibration relative to its median: the star flat (mmag) for this visit.
         df["star_flat_mmag"] = 2500.0 * np.log10(df["calib"] / np.nanmedian(df["calib"]))
-    write_parquet(df.drop(columns=["calib"]), run.tables / "focal_plane.parquet")
+    if np.isfinite(df["true_sf"]).any():
+        # A response S needs a calibration ∝ 1/S: in the same sense as the fitted map.
+        df["truth_star_flat_mmag"] = -2500.0 * np.log10(df["true_sf"] / np.nanmedian(df["true_sf"]))
+    write_parquet(df.drop(columns=["calib", "true_sf"]), run.tables / "focal_plane.parquet")
 
 
 def _grey(run: RunLayout, units: list[Unit], truth) -> None:
@@ -227,7 +252,7 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
         write_json(run.tables / "headline.json", _headline(pd.DataFrame(), counts or {}))
         return
     frames, wcs = _frames(run, units)
-    _focal_plane(run, units, frames, wcs)
+    _focal_plane(run, units, frames, wcs, inputs.truth)
     band = None
     try:
         from astropy.io import fits
@@ -241,4 +266,12 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
     res = _residuals(run, units, frames, config, truth, refcat)
     base = {"visits": len({u.visit for u in units}), "detectors": len({u.detector for u in units})}
     base.update(counts or {})
-    write_json(run.tables / "headline.json", _headline(res, base))
+    items = _headline(res, base)
+    fp = read_table(run.tables / "focal_plane.parquet")
+    if {"star_flat_mmag", "truth_star_flat_mmag"} <= set(fp.columns):
+        d = (fp["star_flat_mmag"] - fp["truth_star_flat_mmag"]).to_numpy(float)
+        d = d[np.isfinite(d)]
+        if d.size:
+            items.append({"name": "joint star flat − true star flat: RMS over the focal plane",
+                          "value": float(np.sqrt(np.mean((d - d.mean()) ** 2))), "unit": "mmag"})
+    write_json(run.tables / "headline.json", items)
