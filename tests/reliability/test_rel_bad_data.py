@@ -379,3 +379,31 @@ def test_reference_file_with_nan_coordinates_is_refused(tmp_path):
     with pytest.raises(InputError, match="ra/dec") as info:
         read_reference(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("column, values", [("ra", ["a", "b", "c"]), ("id", ["s1", "s2", "s3"])])
+def test_reference_with_text_columns_names_the_column(tmp_path, column, values):
+    import pandas as pd
+
+    from photocalib.pipeline.catalogs import read_reference
+
+    df = pd.DataFrame({"id": [1, 2, 3], "ra": [1.0, 1.1, 1.2], "dec": [0.0, 0.0, 0.0], "flux": [1.0, 2.0, 3.0]})
+    df[column] = values
+    path = tmp_path / "ref.parquet"
+    df.to_parquet(path)
+    with pytest.raises(InputError) as info:
+        read_reference(path)
+    assert str(path) in str(info.value) and repr(column) in str(info.value)
+
+
+def test_reference_with_duplicate_ids_names_them(tmp_path):
+    import pandas as pd
+
+    from photocalib.pipeline.catalogs import read_reference
+
+    path = tmp_path / "ref.parquet"
+    pd.DataFrame({"id": [1, 1, 2], "ra": [1.0, 1.1, 1.2], "dec": [0.0, 0.0, 0.0],
+                  "flux": [1.0, 2.0, 3.0]}).to_parquet(path)
+    with pytest.raises(InputError) as info:
+        read_reference(path)
+    assert str(path) in str(info.value) and "duplicate" in str(info.value) and "1" in str(info.value)

@@ -178,7 +178,8 @@ def read_spectrum(path: str | os.PathLike, wave_unit: str = "nm") -> tuple[np.nd
     Raises
     ------
     InputError
-        The file is missing, unreadable, has fewer than two columns or unsorted wavelengths.
+        The file is missing, unreadable, has fewer than two columns, unsorted wavelengths, or a
+        NaN, infinite or negative value (the row is named).
     """
     factor = _wave_factor(wave_unit)
     try:
@@ -190,7 +191,17 @@ def read_spectrum(path: str | os.PathLike, wave_unit: str = "nm") -> tuple[np.nd
     if data.shape[1] < 2 or data.shape[0] < 2:
         raise InputError(f"{path}: needs two columns (wavelength, value) and two rows, got {data.shape}")
     wl = _as_wavelength_nm(data[:, 0] * factor, "nm", str(path))
-    return wl, data[:, 1].copy()
+    values = data[:, 1].copy()
+    # An SED or throughput is a non-negative finite density: name the first bad row (1-based
+    # data row, comments not counted) so the file can be fixed rather than failing later.
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{path}: value {values[row]!r} at data row {row + 1} (wavelength {data[row, 0]!r}) is "
+            "not a finite non-negative number; spectra and throughputs must be >= 0 everywhere"
+        )
+    return wl, values
 
 
 def _as_spectrum(sed, flux, flux_type: str, wave_unit: str, what: str) -> Spectrum:
