@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench lint clean venv chromium
+.PHONY: demo demo-area test test-slow bench lint clean venv chromium
 
 venv: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/pixel_area_demo.py --out $(DEMO_OUT)
+	$(VENV)/bin/photocalib demo --out $(DEMO_OUT)
+
+# The pixel-area map of real distorted WCSs from astropy's test data, and how wrong
+# astropy's proj_plane_pixel_area is on them.
+demo-area: $(STAMP)
+	$(PY) examples/pixel_area_demo.py --out $(DEMO_OUT)/pixel-area
 
 # The report test opens the HTML report in headless Chromium; install Debian's when missing
 # (as root on CI; elsewhere the test skips with a reason if it cannot be installed).

@@ -19,6 +19,16 @@ from .errors import InputError, OutputError, PhotocalibError
 __all__ = ["atomic_write", "atomic_write_hdulist", "open_fits"]
 
 
+def _file_mode() -> int:
+    """Permissions of a newly created file under the process umask (mkstemp would give 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
