@@ -53,6 +53,7 @@ def atomic_write(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
     except OSError as exc:
         raise _output_error(path, exc) from exc
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, _FILE_MODE)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
