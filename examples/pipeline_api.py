@@ -2,7 +2,7 @@
 
     .venv/bin/python examples/pipeline_api.py --out /tmp/photocalib-example
 
-The same steps as ``photocalib simulate`` + ``photocalib run``; see docs/tour.md.
+The same steps as ``photocalib simulate`` + ``photocalib run``; see the README.
 """
 
 from __future__ import annotations
