@@ -5,8 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import photocalib as pc
-
-from .conftest import sip_header
+from wcs_fixtures import sip_header
 
 WCS = pc.SkyWcs.from_header(sip_header())
 BOX = pc.Box(0, 0, 300, 200)

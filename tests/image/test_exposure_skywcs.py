@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 import photocalib as pc
 from photocalib.image import ARCSEC2_TO_SR, MaskPlane
-
-from .conftest import sip_header
+from wcs_fixtures import sip_header
 
 SHAPE = (200, 300)  # the sip_header box
 WCS = pc.SkyWcs.from_header(sip_header())

@@ -1,9 +1,8 @@
-"""Fixtures for the image tests: a small WCS with known pixel areas."""
+"""WCS stand-ins and headers shared by the image and calib tests."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from photocalib.fields import BoundedField
 
@@ -45,11 +44,6 @@ class AnalyticWcs:
         return fits.Header()
 
 
-@pytest.fixture
-def analytic_wcs():
-    return AnalyticWcs()
-
-
 def sip_header(nx=300, ny=200):
     """A TAN-SIP header (order 3) whose pixel area varies by a few per cent over the box."""
     from astropy.io import fits
@@ -79,10 +73,3 @@ def sip_header(nx=300, ny=200):
     h["B_2_0"] = -4.0e-6
     h["B_0_3"] = -1.0e-7
     return h
-
-
-@pytest.fixture
-def sip_wcs():
-    import photocalib as pc
-
-    return pc.SkyWcs.from_header(sip_header())
