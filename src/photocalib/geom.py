@@ -15,6 +15,9 @@ from .errors import InputError
 __all__ = ["Box"]
 
 
+#: Largest |coordinate| or size of a Box (the int32 range of FITS images and of NumPy indexing).
+_MAX_COORD = 2**31 - 1
+
 @dataclass(frozen=True, slots=True)
 class Box:
     """An integer pixel bounding box ``Box(x0, y0, width, height)``.
@@ -46,6 +49,10 @@ class Box:
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise InputError(f"Box.{name} must be an integer, got {value!r}")
             object.__setattr__(self, name, int(value))
+            # Beyond 2**31 pixels no image exists; such values come from damaged headers, and
+            # they would overflow the float arithmetic of the fields defined on the box.
+            if abs(int(value)) > _MAX_COORD:
+                raise InputError(f"Box.{name} = {int(value)} is out of range (|value| <= 2**31 - 1)")
         if self.width <= 0 or self.height <= 0:
             raise InputError(
                 f"Box width and height must be positive, got {self.width}x{self.height}"

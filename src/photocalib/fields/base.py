@@ -306,7 +306,7 @@ def bbox_from_meta(meta) -> Box | None:
         return None
     try:
         return Box(int(meta["BBOX_X0"]), int(meta["BBOX_Y0"]), int(meta["BBOX_W"]), int(meta["BBOX_H"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"field table has a malformed bounding box: {exc}") from exc
 
 
@@ -324,7 +324,14 @@ def field_from_table(table: Table) -> BoundedField:
 
 
 def read_field(path: str | os.PathLike, hdu: int | str = 1) -> BoundedField:
-    """Read a field from a FITS file written by :meth:`BoundedField.write`."""
+    """Read a field from a FITS file written by :meth:`BoundedField.write`.
+
+    Raises
+    ------
+    InputError
+        A missing, truncated or non-FITS file, no such HDU, not a field table, or a damaged one
+        (the message names the path and HDU).
+    """
     from .._io import open_fits
 
     with open_fits(path) as hdul:
@@ -334,4 +341,12 @@ def read_field(path: str | os.PathLike, hdu: int | str = 1) -> BoundedField:
             raise InputError(f"{path}: no HDU {hdu!r} holding a field") from exc
         except Exception as exc:  # astropy raises many types for a non-table HDU
             raise InputError(f"{path}: HDU {hdu!r} is not a field table ({exc})") from exc
-    return field_from_table(table)
+    try:
+        return field_from_table(table)
+    except InputError as exc:
+        raise InputError(f"{path}[{hdu}]: {exc}") from exc
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
+        # A damaged table (a keyword of the wrong type, a column of the wrong shape) cannot be
+        # rebuilt; say which file and HDU rather than letting a NumPy error through.
+        raise InputError(f"{path}[{hdu}]: damaged field table ({type(exc).__name__}: {exc}); "
+                         "write the field again") from exc
