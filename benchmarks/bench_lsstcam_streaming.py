@@ -7,9 +7,17 @@ library: dome flat → ISR (SURFACE_BRIGHTNESS) → background on SB → subtrac
 detection → aperture photometry in 2" Jacobian ellipses → a catalog row set with RA/Dec. Only the
 catalogs are kept. Target (issue 9): peak memory (RSS) ≤ 4 GiB for the whole focal plane.
 
-Run: ``.venv/bin/python benchmarks/bench_lsstcam_streaming.py`` (all 189 detectors; about a
-quarter of an hour on one core) or ``--detectors 6`` for a quick run; ``--out cat.parquet``
-writes the focal-plane catalog.
+Run: ``.venv/bin/python benchmarks/bench_lsstcam_streaming.py`` (all 189 detectors; about ten
+minutes of CPU on one core) or ``--detectors 6`` for a quick run; ``--out cat.parquet`` writes
+the focal-plane catalog.
+
+Measured 2026-11-24 on the shared 2-core development machine (all 189 detectors, 3000 stars
+each): peak RSS 1.69 GiB (target 4 GiB; ratio 2.37); it stops growing after a few detectors
+(the bounded 768 MiB pixel-area cache fills; RSS between detectors then stays at 1.07 GiB).
+Processing 1.37 s CPU per detector (mean; 1.0-1.3 s wall when the machine was idle), whole run
+488 s CPU / 1288 s wall with other jobs running; 508 984 sources, 99.7 % of them within 0.5 px
+of an injected star (89.5 % of the injected stars, down to m = 23, detected at 10 sigma); median
+measured / true flux of bright stars 1.0000-1.0003 per detector.
 """
 
 from __future__ import annotations
