@@ -166,7 +166,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="how many of the 189 detectors (spread over the focal plane)")
     parser.add_argument("--stars", type=int, default=3000, help="stars injected per detector")
     parser.add_argument("--out", default=None, help="write the focal-plane catalog (Parquet)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure in this process (default: a fresh child process, so the "
+                             "peak RSS is this benchmark's own, also under run_all.py)")
     args = parser.parse_args(argv)
+    if not args.in_process:
+        import subprocess
+        import sys
+
+        given = sys.argv[1:] if argv is None else list(argv)
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--in-process", *given], check=True)
+        return
     full_plane = focal_plane()
     n = max(1, min(args.detectors, len(full_plane)))
     # A partial run takes detectors spread evenly over the focal plane (centre to corners), so
