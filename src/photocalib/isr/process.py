@@ -239,8 +239,13 @@ def run_isr(
     raw = np.asarray(raw)
     if raw.ndim != 2:
         raise InputError(f"run_isr: raw image must be 2-D, got shape {raw.shape}")
+    where = "run_isr"
     if header is not None:
-        where = f"raw header (VISIT={header.get('VISIT', '?')}, DETECTOR={header.get('DETECTOR', '?')})"
+        # Name the HDU, visit and detector so a bad keyword in a 189-detector file can be found.
+        where = (
+            f"run_isr: HDU {header.get('EXTNAME', '?')} "
+            f"(VISIT={header.get('VISIT', '?')}, DETECTOR={header.get('DETECTOR', '?')})"
+        )
         gain = _header_float(header, "GAIN", where, 1.0) if gain is None else gain
         read_noise = _header_float(header, "RDNOISE", where, 0.0) if read_noise is None else read_noise
         bias = _header_float(header, "BIAS", where, 0.0) if bias is None else bias
@@ -257,9 +262,11 @@ def run_isr(
     if isinstance(flat, tuple):
         flat = DomeFlat.from_array(flat[0], header=flat[1], wcs=wcs)
     if not (np.isfinite(gain) and gain > 0):
-        raise InputError(f"run_isr: GAIN must be positive, got {gain!r}")
+        raise InputError(f"{where}: GAIN must be positive, got {gain!r}; fix the keyword or pass gain=")
     if not (np.isfinite(read_noise) and read_noise >= 0):
-        raise InputError(f"run_isr: RDNOISE must be non-negative, got {read_noise!r}")
+        raise InputError(
+            f"{where}: RDNOISE must be non-negative, got {read_noise!r}; fix the keyword or pass read_noise="
+        )
     mask = np.zeros(raw.shape, dtype=np.uint32)
     if saturation is not None:
         mask[raw >= saturation] |= np.uint32(MaskPlane.SAT)

@@ -1,5 +1,5 @@
-"""Pending (fails now; bug in isr/process.py, still being edited): run_isr's range checks of
-GAIN/RDNOISE do not name the HDU, visit and detector. Move into tests/reliability once fixed."""
+"""Reliability: run_isr's range checks of GAIN/RDNOISE name the HDU, visit and detector, so an
+unphysical keyword in a many-detector raw file can be found."""
 
 from __future__ import annotations
 
