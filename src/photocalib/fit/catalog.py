@@ -98,7 +98,8 @@ def read_catalog(path: str | os.PathLike) -> Table:
     Raises
     ------
     InputError
-        The path is missing, a directory, or not a Parquet file.
+        The path is missing, a directory, not a Parquet file, or damaged (a column name that is
+        not UTF-8, photocalib metadata that is not valid JSON).
     """
     p = os.fspath(path)
     if not os.path.isfile(p):
@@ -106,12 +107,31 @@ def read_catalog(path: str | os.PathLike) -> Table:
         raise InputError(f"{p}: {what}; give the path of one .parquet catalog")
     try:
         pa_table = pq.read_table(p)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise InputError(f"{path}: not a readable Parquet catalog ({exc})") from exc
+        # A damaged byte in the footer can leave a column name that is not UTF-8; pyarrow only
+        # decodes names lazily, so touch them here, inside the read boundary.
+        names = list(pa_table.column_names)
+    except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not a readable Parquet catalog ({exc}); rewrite it with write_catalog") from exc
     info = {}
     if pa_table.schema.metadata and b"photocalib" in pa_table.schema.metadata:
-        info = json.loads(pa_table.schema.metadata[b"photocalib"])
-    out = Table({name: pa_table[name].to_numpy() for name in pa_table.column_names})
+        raw = pa_table.schema.metadata[b"photocalib"]
+        try:
+            info = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(
+                f"{p}: its 'photocalib' Parquet metadata is not valid JSON ({exc}); "
+                "the file is damaged, rewrite it with write_catalog"
+            ) from exc
+        if not (isinstance(info, dict) and isinstance(info.get("units", {}), dict)
+                and isinstance(info.get("meta", {}), dict)):
+            raise InputError(
+                f"{p}: its 'photocalib' Parquet metadata is not a mapping with 'units' and 'meta' "
+                "mappings; the file is damaged, rewrite it with write_catalog"
+            )
+    try:
+        out = Table({name: pa_table[name].to_numpy() for name in names})
+    except (pa.ArrowInvalid, ValueError, TypeError) as exc:
+        raise InputError(f"{p}: a column cannot be read ({exc}); rewrite it with write_catalog") from exc
     for name, unit in info.get("units", {}).items():
         if name in out.colnames:
             out[name].unit = unit

@@ -1,6 +1,6 @@
-"""Pending (fails now; bug in fit/catalog.py, still being edited): a Parquet catalog whose column
-name is not valid UTF-8 (one damaged byte in the footer) escapes read_catalog as
-UnicodeDecodeError instead of InputError. Found by test_rel_fuzz.py with more examples."""
+"""Reliability: a Parquet catalog whose column name is not valid UTF-8 (one damaged byte in the
+footer), or whose photocalib metadata is broken JSON, is refused by read_catalog with an
+InputError naming the file (not UnicodeDecodeError/JSONDecodeError). Found by test_rel_fuzz.py."""
 
 from __future__ import annotations
 
