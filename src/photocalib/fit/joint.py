@@ -147,6 +147,29 @@ def _key(v) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
+def _duplicate_groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose key tuple occurs more than once, sorted by key, and their group starts.
+
+    Returns ``(order, starts)``: ``order`` lists the rows of every repeated key (sorted by key,
+    each group contiguous) and ``starts`` the index in ``order`` where each group begins.
+    """
+    keys = tuple(np.asarray(k) for k in keys)
+    order = np.lexsort(keys[::-1])
+    same = np.ones(len(order) - 1, dtype=bool) if len(order) > 1 else np.zeros(0, dtype=bool)
+    for k in keys:
+        ks = k[order]
+        same &= ks[1:] == ks[:-1]
+    # a row is in a repeated group if it equals its predecessor or its successor
+    in_dup = np.zeros(len(order), dtype=bool)
+    in_dup[1:] |= same
+    in_dup[:-1] |= same
+    first = in_dup.copy()
+    first[1:] &= ~same
+    rows = order[in_dup]
+    starts = np.nonzero(first[in_dup])[0]
+    return rows, starts
+
+
 def _unit_vector(ra, dec):
     ra = np.deg2rad(ra)
     dec = np.deg2rad(dec)
@@ -355,6 +378,18 @@ class JointCalibrator:
         n_in = len(cols["visit"])
         if n_in == 0:
             raise InputError("observations is empty")
+        # A star is measured once per (visit, detector); a repeated row (double ingestion, a
+        # catalog concatenated twice) would count twice in the χ² and shrink the errors, and
+        # when the copies differ there is no telling which is right: refuse, naming them.
+        dup_rows, dup_starts = _duplicate_groups(cols["visit"], cols["detector"], cols["star"])
+        if dup_rows.size:
+            first = dup_rows[dup_starts[:5]]
+            named = ", ".join(f"(visit {_key(cols['visit'][i])}, detector {_key(cols['detector'][i])}, "
+                              f"star {_key(cols['star'][i])})" for i in first)
+            raise InputError(
+                f"observations have {len(dup_starts)} duplicate (visit, detector, star) keys in "
+                f"{dup_rows.size} rows, e.g. {named}; keep one row per star per visit and detector "
+                "(e.g. astropy.table.unique(obs, keys=['visit', 'detector', 'star']))")
         for c in ("x", "y", "instflux", "instflux_err"):
             if not np.issubdtype(np.asarray(cols[c]).dtype, np.number):
                 raise InputError(f"observations column {c!r} must be numeric")
@@ -496,6 +531,23 @@ class JointCalibrator:
             rs = _column(reference, "star", "reference")
             rf = np.asarray(_column(reference, "flux", "reference"), dtype=np.float64)
             re = np.asarray(_column(reference, "flux_err", "reference"), dtype=np.float64)
+            # identical repeated reference rows are harmless (one is kept); copies that disagree
+            # on flux or flux_err leave the star's reference undefined: refuse, naming them
+            dup_rows, dup_starts = _duplicate_groups(rs)
+            if dup_rows.size:
+                grp = np.repeat(np.arange(len(dup_starts)), np.diff(np.append(dup_starts, dup_rows.size)))
+                head = dup_rows[dup_starts][grp]
+                differs = ~((rf[dup_rows] == rf[head]) & (re[dup_rows] == re[head]))
+                bad = np.unique(grp[differs])
+                if bad.size:
+                    named = ", ".join(str(_key(rs[dup_rows[dup_starts[g]]])) for g in bad[:10])
+                    raise InputError(
+                        f"reference has {bad.size} duplicate stars whose rows disagree on flux or "
+                        f"flux_err (star {named}); keep one reference row per star")
+                keep_ref = np.ones(len(rs), dtype=bool)
+                keep_ref[dup_rows] = False
+                keep_ref[dup_rows[dup_starts]] = True
+                rs, rf, re = np.asarray(rs)[keep_ref], rf[keep_ref], re[keep_ref]
             okr = np.isfinite(rf) & (rf > 0) & np.isfinite(re) & (re > 0)
             if np.count_nonzero(~okr):
                 excluded.append(("reference", str(int(np.count_nonzero(~okr))), "non-finite or non-positive flux or flux_err"))
@@ -811,7 +863,10 @@ class _Mapper:
         if self.client is None:
             results = self._threaded(p, star_mag_obs, w, need_matrix)
         else:
-            results = self._distributed(p, star_mag_obs, w, need_matrix)
+            futs = [self.client.submit(linearize_chunk, f, p, star_mag_obs[c["sel"]], w[c["sel"]],
+                                       prob.blocks, prob.nbs, prob.n_p, need_matrix, pure=False)
+                    for f, c in zip(self.futures, self.chunks, strict=True)]
+            results = (f.result() for f in futs)
         for res in results:
             sel = res["sel"]
             self.D[sel] = res["D"]
@@ -822,57 +877,6 @@ class _Mapper:
             chi2 += res["chi2"]
             n_bad += res["n_bad"]
         return N, b, chi2, n_bad
-
-    #: Times a chunk whose scattered data was lost (its worker died) is scattered again.
-    _MAX_RESCATTER = 3
-
-    def _distributed(self, p, star_mag_obs, w, need_matrix) -> list[dict]:
-        """Map over the scattered chunks on the client, scattering again any chunk whose worker died.
-
-        The chunks are scattered once and have no lineage: if the worker holding one dies, the
-        tasks that need it fail. ``linearize_chunk`` is a pure function of the chunk and the
-        arguments, so submitting again on a fresh copy gives the same result as in process.
-        """
-        from concurrent.futures import CancelledError
-
-        from distributed.comm.core import CommClosedError
-        from distributed.scheduler import KilledWorker
-
-        lost_types = (CancelledError, KilledWorker, CommClosedError)
-        prob = self.prob
-        results: list[dict | None] = [None] * len(self.chunks)
-        todo = list(range(len(self.chunks)))
-        for attempt in range(self._MAX_RESCATTER + 1):
-            futs = {i: self.client.submit(linearize_chunk, self.futures[i], p,
-                                          star_mag_obs[self.chunks[i]["sel"]], w[self.chunks[i]["sel"]],
-                                          prob.blocks, prob.nbs, prob.n_p, need_matrix, pure=False)
-                    for i in todo}
-            lost: list[int] = []
-            last: BaseException | None = None
-            for i, fut in futs.items():
-                try:
-                    results[i] = fut.result()
-                except lost_types as exc:
-                    lost.append(i)
-                    last = exc
-            if not lost:
-                return results  # type: ignore[return-value]
-            if attempt == self._MAX_RESCATTER:
-                break
-            # the chunk's copy on the dead worker is gone: place a fresh one
-            try:
-                fresh = self.client.scatter([self.chunks[i] for i in lost], broadcast=False)
-            except (OSError, TimeoutError) as exc:
-                raise PhotocalibError(
-                    f"joint fit: a Dask worker died and the {len(lost)} chunks it held could not be "
-                    f"scattered again ({exc}); check the cluster or fit without client=") from exc
-            for i, f in zip(lost, fresh, strict=True):
-                self.futures[i] = f
-            todo = lost
-        raise PhotocalibError(
-            f"joint fit: Dask workers kept dying; {len(lost)} chunks were lost "
-            f"{self._MAX_RESCATTER + 1} times (last: {type(last).__name__}: {last}); "
-            "check the workers' memory limit and logs, or fit without client=")
 
     def _threaded(self, p, star_mag_obs, w, need_matrix):
         """Results of the in-process map, in chunk order (a fixed summation order), computed on
@@ -1421,7 +1425,27 @@ class JointSolution:
             factors.append(self.star_flat(key[1], self._epoch_ids[self._visit_epoch[vi]]))
         factors.append(self.grey_field(key[0], key[1]))
         err = self.grey_error(key[0]) / max(self.grey(key[0]), 1e-300)
-        return PhotoCalib(ProductField(*factors), kind=self.kind, error=err)
+        # The star flat is a polynomial fitted where the detector's stars are; with few stars
+        # (all in one corner, say) it is unconstrained elsewhere and may cross zero. Such a
+        # calibration is unusable: say which detector and what to do, rather than let
+        # PhotoCalib report a bare pixel position.
+        flat = factors[-2]
+        xmin, xmax, ymin, ymax = box.extent
+        xs = np.linspace(xmin + 0.5, xmax - 0.5, 33)
+        ys = np.linspace(ymin + 0.5, ymax - 0.5, 33)
+        sf = flat.evaluate(xs[None, :], ys[:, None])
+        n_stars = int(self.chi2_detector["n_used"][di])
+        if not np.all(np.isfinite(sf) & (sf > 0)):
+            j, i = np.unravel_index(int(np.argmin(np.where(np.isfinite(sf), sf, -np.inf))), sf.shape)
+            raise InputError(
+                f"the star flat of (visit, detector) {key} (detector {_key(key[1])}) is {sf[j, i]:.4g} "
+                f"at pixel ({xs[i]:.1f}, {ys[j]:.1f}): unconstrained beyond its {n_stars} used observations; "
+                f"lower star_flat_order (now {self.config['star_flat_order']}) or add stars that cover the detector")
+        try:
+            return PhotoCalib(ProductField(*factors), kind=self.kind, error=err)
+        except InputError as exc:
+            raise InputError(f"the calibration of (visit, detector) {key} (detector {_key(key[1])}) "
+                             f"is unusable: {exc}") from exc
 
     # -- persistence ---------------------------------------------------------------------------
     def write(self, path: str | os.PathLike, overwrite: bool = True) -> None:
