@@ -124,8 +124,8 @@ def open_fits(path: str | os.PathLike, **kwargs) -> Iterator[fits.HDUList]:
         raise InputError(f"{path}: file is empty")
     try:
         hdul = fits.open(path, memmap=kwargs.pop("memmap", False), **kwargs)
-    except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"{path}: not a readable FITS file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises OSError, ValueError, KeyError, ...
+        raise InputError(f"{path}: not a readable FITS file ({type(exc).__name__}: {exc})") from exc
     try:
         try:
             hdul.verify("silentfix")

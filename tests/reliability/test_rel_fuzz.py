@@ -17,7 +17,7 @@ from photocalib.astrometry import SkyWcs
 from photocalib.calib import PhotoCalib
 from photocalib.errors import PhotocalibError
 from photocalib.fields import read_field
-from photocalib.fit import read_catalog
+from photocalib.fit import ChromaticCorrection, ChromaticCorrectionSet, read_catalog
 from photocalib.image import Exposure
 from photocalib.pipeline.catalogs import read_reference
 from photocalib.pipeline.config import load_config
@@ -30,6 +30,7 @@ READERS = {
     "catalog": read_catalog,
     "config": load_config,
     "header": lambda p: SkyWcs.from_header(Path(p).read_bytes().decode("ascii", errors="replace")),
+    "chromatic": ChromaticCorrectionSet.read,
 }
 
 # A longer campaign: PHOTOCALIB_FUZZ_EXAMPLES=2000 (and PHOTOCALIB_FUZZ_RANDOM=1 for new seeds).
@@ -70,15 +71,38 @@ def header_file(tmp_path_factory, sip_header) -> Path:
     return path
 
 
-def _source(kind: str, files, header_file) -> Path:
-    return header_file if kind == "header" else files[kind]
+@pytest.fixture(scope="module")
+def chromatic_file(tmp_path_factory) -> Path:
+    """Two detectors' chromatic corrections (linear and quadratic colour terms)."""
+    import numpy as np
+
+    from photocalib.fields import ChebyshevField
+    from photocalib.geom import Box
+
+    box = Box(0, 0, 64, 48)
+    terms = [ChebyshevField(np.array([[0.01, 0.002], [0.001, 0.0]]), box),
+             ChebyshevField(np.array([[0.001]]), box)]
+    corr = ChromaticCorrectionSet({3: ChromaticCorrection(terms, 0.7, "g-i"),
+                                   4: ChromaticCorrection(terms[:1], 0.7, "g-i")})
+    path = tmp_path_factory.mktemp("chrom") / "chromatic.fits"
+    corr.write(path)
+    return path
+
+
+@pytest.fixture()
+def sources(files, header_file, chromatic_file) -> dict[str, Path]:
+    return {**files, "header": header_file, "chromatic": chromatic_file}
+
+
+def _source(kind: str, sources) -> Path:
+    return sources[kind]
 
 
 @pytest.mark.parametrize("kind", list(READERS))
 @FUZZ
 @given(muts=mutations, header_only=st.booleans())
-def test_random_bytes(tmp_path_factory, files, header_file, kind, muts, header_only):
-    src = _source(kind, files, header_file)
+def test_random_bytes(tmp_path_factory, sources, kind, muts, header_only):
+    src = _source(kind, sources)
     path = tmp_path_factory.getbasetemp() / f"fuzz-bytes{src.suffix}"
     path.write_bytes(_apply(src.read_bytes(), muts, header_only))
     _call(kind, path)
@@ -87,22 +111,22 @@ def test_random_bytes(tmp_path_factory, files, header_file, kind, muts, header_o
 @pytest.mark.parametrize("kind", list(READERS))
 @FUZZ
 @given(cut=st.floats(0.0, 1.0, exclude_max=True))
-def test_truncation(tmp_path_factory, files, header_file, kind, cut):
-    src = _source(kind, files, header_file)
+def test_truncation(tmp_path_factory, sources, kind, cut):
+    src = _source(kind, sources)
     data = src.read_bytes()
     path = tmp_path_factory.getbasetemp() / f"fuzz-cut{src.suffix}"
     path.write_bytes(data[: int(cut * len(data))])
     _call(kind, path)
 
 
-@pytest.mark.parametrize("kind", ["exposure", "field", "calib", "header"])
+@pytest.mark.parametrize("kind", ["exposure", "field", "calib", "header", "chromatic"])
 @settings(max_examples=N_EXAMPLES + 15, deadline=None, derandomize=DERANDOMIZE,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(picks=st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.sampled_from(ODD_VALUES)),
                       min_size=1, max_size=3))
-def test_card_values(tmp_path_factory, files, header_file, kind, picks):
+def test_card_values(tmp_path_factory, sources, kind, picks):
     """Replace the value of random header cards (any HDU) with odd text, keeping the card layout."""
-    src = _source(kind, files, header_file)
+    src = _source(kind, sources)
     data = bytearray(src.read_bytes())
     if kind == "header":
         cards = [i for i in range(0, len(data), 80) if data[i + 8:i + 10] == b"= "]

@@ -520,15 +520,34 @@ class ChromaticCorrectionSet(Mapping):
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ChromaticCorrectionSet:
-        """Read a file written by :meth:`write`."""
+        """Read a file written by :meth:`write`.
+
+        Raises
+        ------
+        InputError
+            A missing, truncated or non-FITS file, or an HDU without an integer DETECTOR
+            keyword or with a damaged table (the message names the path and HDU).
+        """
         from .._io import open_fits
 
         out = {}
         with open_fits(path) as hdul:
-            for hdu in hdul[1:]:
-                if "DETECTOR" not in hdu.header:
-                    raise InputError(f"{path}: HDU {hdu.name} has no DETECTOR keyword")
-                out[int(hdu.header["DETECTOR"])] = ChromaticCorrection.from_table(Table.read(hdu))
+            for i, hdu in enumerate(hdul[1:], start=1):
+                where = f"{path}[{hdu.name or i}]"
+                # A damaged header or table (a keyword or TFORM of the wrong type, a column of
+                # the wrong shape) cannot be rebuilt: name the file and HDU, whatever broke.
+                try:
+                    det = hdu.header["DETECTOR"]
+                    if isinstance(det, bool) or not isinstance(det, int):
+                        raise InputError(f"DETECTOR keyword is {det!r}, not an integer")
+                    out[det] = ChromaticCorrection.from_table(Table.read(hdu))
+                except KeyError as exc:
+                    raise InputError(f"{where}: no DETECTOR keyword ({exc})") from exc
+                except InputError as exc:
+                    raise InputError(f"{where}: {exc}") from exc
+                except Exception as exc:  # noqa: BLE001 - astropy/NumPy raise many types here
+                    raise InputError(f"{where}: damaged chromatic-correction table "
+                                     f"({type(exc).__name__}: {exc}); write it again") from exc
         return cls(out)
 
     def __repr__(self) -> str:
