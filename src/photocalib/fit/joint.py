@@ -863,10 +863,7 @@ class _Mapper:
         if self.client is None:
             results = self._threaded(p, star_mag_obs, w, need_matrix)
         else:
-            futs = [self.client.submit(linearize_chunk, f, p, star_mag_obs[c["sel"]], w[c["sel"]],
-                                       prob.blocks, prob.nbs, prob.n_p, need_matrix, pure=False)
-                    for f, c in zip(self.futures, self.chunks, strict=True)]
-            results = (f.result() for f in futs)
+            results = self._distributed(p, star_mag_obs, w, need_matrix)
         for res in results:
             sel = res["sel"]
             self.D[sel] = res["D"]
@@ -877,6 +874,57 @@ class _Mapper:
             chi2 += res["chi2"]
             n_bad += res["n_bad"]
         return N, b, chi2, n_bad
+
+    #: Times a chunk whose scattered data was lost (its worker died) is scattered again.
+    _MAX_RESCATTER = 3
+
+    def _distributed(self, p, star_mag_obs, w, need_matrix) -> list[dict]:
+        """Map over the scattered chunks on the client, scattering again any chunk whose worker died.
+
+        The chunks are scattered once and have no lineage: if the worker holding one dies, the
+        tasks that need it fail. ``linearize_chunk`` is a pure function of the chunk and the
+        arguments, so submitting again on a fresh copy gives the same result as in process.
+        """
+        from concurrent.futures import CancelledError
+
+        from distributed.comm.core import CommClosedError
+        from distributed.scheduler import KilledWorker
+
+        lost_types = (CancelledError, KilledWorker, CommClosedError)
+        prob = self.prob
+        results: list[dict | None] = [None] * len(self.chunks)
+        todo = list(range(len(self.chunks)))
+        for attempt in range(self._MAX_RESCATTER + 1):
+            futs = {i: self.client.submit(linearize_chunk, self.futures[i], p,
+                                          star_mag_obs[self.chunks[i]["sel"]], w[self.chunks[i]["sel"]],
+                                          prob.blocks, prob.nbs, prob.n_p, need_matrix, pure=False)
+                    for i in todo}
+            lost: list[int] = []
+            last: BaseException | None = None
+            for i, fut in futs.items():
+                try:
+                    results[i] = fut.result()
+                except lost_types as exc:
+                    lost.append(i)
+                    last = exc
+            if not lost:
+                return results  # type: ignore[return-value]
+            if attempt == self._MAX_RESCATTER:
+                break
+            # the chunk's copy on the dead worker is gone: place a fresh one
+            try:
+                fresh = self.client.scatter([self.chunks[i] for i in lost], broadcast=False)
+            except (OSError, TimeoutError) as exc:
+                raise PhotocalibError(
+                    f"joint fit: a Dask worker died and the {len(lost)} chunks it held could not be "
+                    f"scattered again ({exc}); check the cluster or fit without client=") from exc
+            for i, f in zip(lost, fresh, strict=True):
+                self.futures[i] = f
+            todo = lost
+        raise PhotocalibError(
+            f"joint fit: Dask workers kept dying; {len(lost)} chunks were lost "
+            f"{self._MAX_RESCATTER + 1} times (last: {type(last).__name__}: {last}); "
+            "check the workers' memory limit and logs, or fit without client=")
 
     def _threaded(self, p, star_mag_obs, w, need_matrix):
         """Results of the in-process map, in chunk order (a fixed summation order), computed on

@@ -1,5 +1,4 @@
-"""Pending (fails now; bug in fit/joint.py, still being edited): a Dask worker killed during a
-distributed joint fit. The chunks are scattered once (no lineage), so when the worker holding
+"""Reliability (slow): a Dask worker killed during a distributed joint fit. The chunks are scattered once (no lineage), so when the worker holding
 some of them dies the next iteration's tasks depend on lost data and the fit dies with a raw
 distributed error. The run must complete with the in-process answer (re-scatter the lost
 chunks) or stop with a PhotocalibError that says what happened.
