@@ -1,7 +1,7 @@
-"""Reliability (slow): a Dask worker killed during a distributed joint fit. The chunks are scattered once (no lineage), so when the worker holding
-some of them dies the next iteration's tasks depend on lost data and the fit dies with a raw
-distributed error. The run must complete with the in-process answer (re-scatter the lost
-chunks) or stop with a PhotocalibError that says what happened.
+"""Reliability (slow): a Dask worker killed during a distributed joint fit. The chunks are
+scattered once (no lineage), so when the worker holding some of them dies the next iteration's
+tasks depend on lost data. The run must complete with the in-process answer (re-scatter the lost
+chunks) or stop with a PhotocalibError that says what happened, never a raw distributed error.
 
 (A worker killed during the per-detector pipeline tasks: tests/pipeline/test_pipeline_faults.py.)
 """

@@ -381,7 +381,11 @@ def estimate(
         return MeshSplineField(grid.x_centers, grid.y_centers, level, box)
     xx, yy = np.meshgrid(grid.x_centers, grid.y_centers)
     err = grid.sigma / np.sqrt(np.maximum(grid.count, 1))
-    err = np.where(np.isfinite(err) & (err > 0), err, np.nanmedian(err))
+    # A mesh without a usable scatter takes the typical one; if no mesh has one (a noiseless
+    # image: every clipped scatter is exactly 0) all meshes weigh the same, which is what any
+    # common positive error gives in a weighted least-squares fit.
+    usable = np.isfinite(err) & (err > 0)
+    err = np.where(usable, err, np.median(err[usable]) if usable.any() else 1.0)
     # The polynomial must be well over-determined along each axis, or its extrapolation to
     # the outer half-mesh amplifies the mesh noise: at most a third of the meshes per axis.
     order = int(min(order, min(level.shape) // 3))

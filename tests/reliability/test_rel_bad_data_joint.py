@@ -1,7 +1,6 @@
-"""Pending (fails now; bugs in fit.joint and background, still being edited): duplicate rows
-reach the joint fit; an unconstrained star flat goes negative without naming its detector; a
-noiseless constant image has no background. Move into tests/reliability once fixed (see the
-reliability report)."""
+"""Reliability: duplicate (visit, detector, star) rows and conflicting duplicate reference rows
+are refused by the joint fit; an unconstrained star flat that goes negative names its detector;
+a noiseless constant image has the constant as its background."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.table import vstack
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_rel_bad_data import (  # noqa: E402
     NX,
     NY,
