@@ -91,9 +91,27 @@ def _gather_star(o0, o1, starts, nbs, D, w, pos, seg_start, seg_len, seg_off, va
 
 
 @numba.njit(cache=True, nogil=True)
-def _eliminate_range(s0, s1, ptr, starts, nbs, D, w, r, ref_w, ref_b, N, b, W, B, pos, seg_start, seg_len,
-                     seg_off, val):  # pragma: no cover
-    for s in range(s0, s1):
+def _star_order(ptr, starts):  # pragma: no cover
+    """Stars ordered by the first parameter their first observation touches (then by index).
+
+    Stars that share a detector in one visit lie close on the sky and so share most of their
+    parameter blocks: visiting them one after another keeps those blocks of the matrices in
+    cache (measured at 10⁶ observations: star_quadratic 1.45 instead of 2.2 CPU s, the
+    elimination 1.32 instead of 1.39; star_quadratic's result is unchanged, the elimination's
+    sums differ by rounding only).
+    """
+    n_stars = ptr.shape[0] - 1
+    key = np.empty(n_stars, dtype=np.int64)
+    for s in range(n_stars):
+        key[s] = starts[ptr[s], 0] if ptr[s + 1] > ptr[s] else -1
+    return np.argsort(key, kind="mergesort")
+
+
+@numba.njit(cache=True, nogil=True)
+def _eliminate_range(s0, s1, order, ptr, starts, nbs, D, w, r, ref_w, ref_b, N, b, W, B, pos, seg_start,
+                     seg_len, seg_off, val):  # pragma: no cover
+    for ii in range(s0, s1):
+        s = order[ii]
         Ws = ref_w[s]
         bs = ref_b[s]
         for o in range(ptr[s], ptr[s + 1]):
@@ -145,6 +163,7 @@ def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  #
         m = ptr[s + 1] - ptr[s]
         if m > max_len:
             max_len = m
+    order = _star_order(ptr, starts)
     Ns = np.zeros((n_threads, n_p, n_p))
     bs = np.zeros((n_threads, n_p))
     W = np.zeros(n_stars)
@@ -158,8 +177,8 @@ def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  #
         seg_len = np.empty(nsl, dtype=np.int64)
         seg_off = np.empty(nsl, dtype=np.int64)
         val = np.empty(max_len * k + 1)
-        _eliminate_range(s0, s1, ptr, starts, nbs, D, w, r, ref_w, ref_b, Ns[t], bs[t], W, B, pos, seg_start,
-                         seg_len, seg_off, val)
+        _eliminate_range(s0, s1, order, ptr, starts, nbs, D, w, r, ref_w, ref_b, Ns[t], bs[t], W, B, pos,
+                         seg_start, seg_len, seg_off, val)
     N = Ns[0]
     b = bs[0]
     for t in range(1, n_threads):
@@ -169,9 +188,10 @@ def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  #
 
 
 @numba.njit(cache=True, nogil=True)
-def _quadratic_range(s0, s1, ptr, starts, nbs, D, w, cov, out, pos, seg_start, seg_len, seg_off,
+def _quadratic_range(s0, s1, order, ptr, starts, nbs, D, w, cov, out, pos, seg_start, seg_len, seg_off,
                      val):  # pragma: no cover
-    for s in range(s0, s1):
+    for ii in range(s0, s1):
+        s = order[ii]
         nseg = _gather_star(ptr[s], ptr[s + 1], starts, nbs, D, w, pos, seg_start, seg_len, seg_off, val)
         acc = 0.0
         for i in range(nseg):
@@ -208,6 +228,7 @@ def star_quadratic(ptr, starts, nbs, D, w, cov, n_threads=2):  # pragma: no cove
         m = ptr[s + 1] - ptr[s]
         if m > max_len:
             max_len = m
+    order = _star_order(ptr, starts)
     for t in numba.prange(n_threads):
         s0 = (n_stars * t) // n_threads
         s1 = (n_stars * (t + 1)) // n_threads
@@ -217,7 +238,7 @@ def star_quadratic(ptr, starts, nbs, D, w, cov, n_threads=2):  # pragma: no cove
         seg_len = np.empty(nsl, dtype=np.int64)
         seg_off = np.empty(nsl, dtype=np.int64)
         val = np.empty(max_len * k + 1)
-        _quadratic_range(s0, s1, ptr, starts, nbs, D, w, cov, out, pos, seg_start, seg_len, seg_off, val)
+        _quadratic_range(s0, s1, order, ptr, starts, nbs, D, w, cov, out, pos, seg_start, seg_len, seg_off, val)
     return out
 
 
