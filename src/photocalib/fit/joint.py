@@ -369,6 +369,45 @@ class JointCalibrator:
             return int(self.min_obs_per_group)
         return max(5, 2 * n_params)
 
+    @staticmethod
+    def _duplicate_checks(cols: dict) -> list[tuple[str, np.ndarray]]:
+        """Rows to drop because their (visit, detector, star) key is repeated, with the reasons.
+
+        A star is measured once per (visit, detector). An identical repeated row (a catalog
+        ingested twice) would count twice in the χ² and shrink the errors: one copy is kept.
+        Copies that differ (two detections associated with one star) leave no telling which is
+        the star: all of them are dropped. Both are listed in the solution's ``excluded``.
+        """
+        n = len(cols["visit"])
+        dup_rows, dup_starts = _duplicate_groups(cols["visit"], cols["detector"], cols["star"])
+        if not dup_rows.size:
+            return []
+        grp = np.repeat(np.arange(len(dup_starts)), np.diff(np.append(dup_starts, dup_rows.size)))
+        head = dup_rows[dup_starts][grp]
+        same = np.ones(dup_rows.size, dtype=bool)
+        for c in ("x", "y", "instflux", "instflux_err"):
+            same &= cols[c][dup_rows] == cols[c][head]
+        conflicting = np.zeros(len(dup_starts), dtype=bool)
+        conflicting[grp[~same]] = True
+        out = []
+        copies = np.zeros(n, dtype=bool)
+        copies[dup_rows[~conflicting[grp]]] = True
+        copies[dup_rows[dup_starts][~conflicting]] = False  # the first copy is kept
+        differing = np.zeros(n, dtype=bool)
+        differing[dup_rows[conflicting[grp]]] = True
+
+        def named(groups):
+            return ", ".join(f"(visit {_key(cols['visit'][i])}, detector {_key(cols['detector'][i])}, "
+                             f"star {_key(cols['star'][i])})" for i in dup_rows[dup_starts[groups[:3]]])
+
+        if copies.any():
+            out.append((f"identical duplicate (visit, detector, star) rows, one copy kept, e.g. "
+                        f"{named(np.nonzero(~conflicting)[0])}", copies))
+        if differing.any():
+            out.append((f"duplicate (visit, detector, star) rows that differ, all dropped, e.g. "
+                        f"{named(np.nonzero(conflicting)[0])}", differing))
+        return out
+
     def _prepare(self, observations, wcs_by_detector, reference, bboxes) -> _Problem:
         from ..astrometry import sky_to_tangent
 
@@ -378,18 +417,6 @@ class JointCalibrator:
         n_in = len(cols["visit"])
         if n_in == 0:
             raise InputError("observations is empty")
-        # A star is measured once per (visit, detector); a repeated row (double ingestion, a
-        # catalog concatenated twice) would count twice in the χ² and shrink the errors, and
-        # when the copies differ there is no telling which is right: refuse, naming them.
-        dup_rows, dup_starts = _duplicate_groups(cols["visit"], cols["detector"], cols["star"])
-        if dup_rows.size:
-            first = dup_rows[dup_starts[:5]]
-            named = ", ".join(f"(visit {_key(cols['visit'][i])}, detector {_key(cols['detector'][i])}, "
-                              f"star {_key(cols['star'][i])})" for i in first)
-            raise InputError(
-                f"observations have {len(dup_starts)} duplicate (visit, detector, star) keys in "
-                f"{dup_rows.size} rows, e.g. {named}; keep one row per star per visit and detector "
-                "(e.g. astropy.table.unique(obs, keys=['visit', 'detector', 'star']))")
         for c in ("x", "y", "instflux", "instflux_err"):
             if not np.issubdtype(np.asarray(cols[c]).dtype, np.number):
                 raise InputError(f"observations column {c!r} must be numeric")
@@ -411,6 +438,7 @@ class JointCalibrator:
         ]
         if use_colour:
             checks.append(("non-finite colour", ~np.isfinite(colour_col)))
+        checks.extend(self._duplicate_checks(cols))
         for reason, bad in checks:
             nb = int(np.count_nonzero(bad & good))
             if nb:
@@ -763,7 +791,9 @@ class JointCalibrator:
         ----------
         observations : astropy.table.Table or pandas.DataFrame
             Columns ``visit, detector, star, x, y, instflux, instflux_err``; optional ``epoch``
-            (constant per visit; one star flat per detector per epoch) and ``colour``.
+            (constant per visit; one star flat per detector per epoch) and ``colour``. A
+            repeated (visit, detector, star) key keeps one row if its copies are identical and
+            none if they differ; both are listed in the solution's ``excluded``.
         wcs_by_detector : dict
             ``{(visit, detector): SkyWcs}`` (anything with ``pixel_to_sky`` and
             ``pixel_area``) for every pair present in the observations.
@@ -784,7 +814,11 @@ class JointCalibrator:
         ------
         InputError
             Missing columns or WCSs, an unknown model, no reference where one is needed,
-            visits not connected by common stars, or an unconstrained parameter.
+            reference rows of one star that disagree, visits not connected by common stars, or
+            an unconstrained parameter.
+        PhotocalibError
+            With ``client``: Dask workers kept dying (a lost chunk is scattered again up to
+            three times first).
         """
         prob = self._prepare(observations, wcs_by_detector, reference, bboxes)
         return _solve(self, prob, client)
