@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import ImageKindError, InputError, PhotocalibError
+from .errors import ImageKindError, InputError, OutputError, PhotocalibError
 from .fields import (
     BoundedField,
     ChebyshevField,
@@ -29,6 +29,7 @@ __all__ = [
     "ImageKind",
     "ImageKindError",
     "InputError",
+    "OutputError",
     "PhotoCalib",
     "PhotocalibError",
     "PixelAreaField",
