@@ -16,7 +16,7 @@ from scipy.ndimage import median_filter
 
 from ..errors import InputError
 from ..fields import BoundedField, register_field
-from ..fields.base import bbox_from_meta
+from ..fields.base import require_bbox_from_meta
 from ..geom import Box
 from ..image.kind import ImageKind
 from ..image.mask import MaskPlane
@@ -142,9 +142,7 @@ class MeshSplineField(BoundedField):
 
     @classmethod
     def _from_table(cls, table: Table) -> MeshSplineField:
-        bbox = bbox_from_meta(table.meta)
-        if bbox is None:
-            raise InputError("MeshSplineField table lacks its bounding box (BBOX_* keywords)")
+        bbox = require_bbox_from_meta(table.meta, "MeshSplineField")
         try:
             return cls(
                 np.atleast_1d(np.asarray(table["x_nodes"][0])),

@@ -310,6 +310,14 @@ def bbox_from_meta(meta) -> Box | None:
         raise InputError(f"field table has a malformed bounding box: {exc}") from exc
 
 
+def require_bbox_from_meta(meta, field_name: str) -> Box:
+    """The bbox written by :meth:`BoundedField.to_table`; InputError naming the field if absent."""
+    bbox = bbox_from_meta(meta)
+    if bbox is None:
+        raise InputError(f"{field_name} table lacks its bounding box (BBOX_* keywords)")
+    return bbox
+
+
 def field_from_table(table: Table) -> BoundedField:
     """Rebuild a field from :meth:`BoundedField.to_table` output; never executes code."""
     name = table.meta.get("FIELD")

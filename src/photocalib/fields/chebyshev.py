@@ -8,7 +8,7 @@ from numpy.polynomial import chebyshev as C
 
 from ..errors import InputError
 from ..geom import Box
-from .base import BoundedField, bbox_from_meta, register_field
+from .base import BoundedField, register_field, require_bbox_from_meta
 
 __all__ = ["ChebyshevField"]
 
@@ -257,9 +257,7 @@ class ChebyshevField(BoundedField):
 
     @classmethod
     def _from_table(cls, table: Table) -> ChebyshevField:
-        bbox = bbox_from_meta(table.meta)
-        if bbox is None:
-            raise InputError("ChebyshevField table lacks its bounding box (BBOX_* keywords)")
+        bbox = require_bbox_from_meta(table.meta, "ChebyshevField")
         try:
             c = np.asarray(table["coefficients"][0], dtype=np.float64)
         except (KeyError, IndexError) as exc:

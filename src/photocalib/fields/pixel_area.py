@@ -16,7 +16,7 @@ from numpy.polynomial import chebyshev as C
 from ..errors import InputError, PhotocalibError
 from ..geom import Box
 from ._kernels import low_rank_fill
-from .base import BoundedField, bbox_from_meta, register_field
+from .base import BoundedField, register_field, require_bbox_from_meta
 from .chebyshev import ChebyshevField
 
 __all__ = ["PixelAreaField"]
@@ -274,9 +274,7 @@ class PixelAreaField(BoundedField):
 
     @classmethod
     def _from_table(cls, table: Table) -> PixelAreaField:
-        bbox = bbox_from_meta(table.meta)
-        if bbox is None:
-            raise InputError("PixelAreaField table lacks its bounding box (BBOX_* keywords)")
+        bbox = require_bbox_from_meta(table.meta, "PixelAreaField")
         try:
             c = np.asarray(table["coefficients"][0], dtype=np.float64)
             err = float(table["error_bound"][0])

@@ -14,7 +14,7 @@ from scipy.sparse.linalg import spsolve
 
 from ..errors import InputError
 from ..geom import Box
-from .base import BoundedField, bbox_from_meta, register_field
+from .base import BoundedField, register_field, require_bbox_from_meta
 
 __all__ = ["SplineField"]
 
@@ -325,9 +325,7 @@ class SplineField(BoundedField):
 
     @classmethod
     def _from_table(cls, table: Table) -> SplineField:
-        bbox = bbox_from_meta(table.meta)
-        if bbox is None:
-            raise InputError("SplineField table lacks its bounding box (BBOX_* keywords)")
+        bbox = require_bbox_from_meta(table.meta, "SplineField")
         try:
             gx = np.asarray(table["grid_x"][0], dtype=np.float64)
             gy = np.asarray(table["grid_y"][0], dtype=np.float64)

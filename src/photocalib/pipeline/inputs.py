@@ -197,3 +197,17 @@ def find_inputs(survey: str | os.PathLike | None = None, raw: Iterable[str] | No
         log.warning("no dome flat for detectors %s: they are processed without flat-fielding", missing)
     return RunInputs(tuple(units), flat_map, None if refcat is None else str(refcat),
                      None if truth is None else str(truth))
+
+
+def read_image_wcs(path: Path):
+    """The SkyWcs and image shape ``(ny, nx)`` of the first HDU of ``path`` that has a WCS."""
+    from ..astrometry import SkyWcs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_fits(path) as hdul:
+            for h in hdul:
+                if "CTYPE1" in h.header:
+                    return SkyWcs.from_header(h.header, hdulist=hdul), (
+                        int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+    raise InputError(f"{path}: no HDU with a WCS")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_write, open_fits
+from .._io import atomic_write
 from ..errors import InputError, PhotocalibError
 from .catalogs import associate, read_table, write_parquet
 from .config import Config, config_to_toml
 from .execution import Executor, open_executor
-from .inputs import RunInputs, Unit
+from .inputs import RunInputs, Unit, read_image_wcs
 from .layout import RunLayout, fingerprint, read_json, write_json
 from .steps import MissingLayer, StepContext, apply_unit, grid_wcs, layer, process_unit
 
@@ -46,19 +45,6 @@ class RunResult:
 
 #: Steps whose InputError means "these data cannot support this step", not a bad input file.
 _DATA_STEPS = ("joint", "coadd")
-
-
-def _wcs_from_file(path: Path):
-    from ..astrometry import SkyWcs
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with open_fits(path) as hdul:
-            for h in hdul:
-                if "CTYPE1" in h.header:
-                    return SkyWcs.from_header(h.header, hdulist=hdul), (
-                        int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
-    raise InputError(f"{path}: no HDU with a WCS")
 
 
 class _Run:
@@ -158,7 +144,7 @@ class _Run:
 
         wcs, bboxes = {}, {}
         for u in self.units_done("process"):
-            w, (ny, nx) = _wcs_from_file(self.run.exposure(u.visit, u.detector))
+            w, (ny, nx) = read_image_wcs(self.run.exposure(u.visit, u.detector))
             wcs[(u.visit, u.detector)] = w
             bboxes[u.detector] = Box(0, 0, nx, ny)
         reference = None
@@ -236,7 +222,7 @@ class _Run:
             return None
         centres, scales = [], []
         for u in self.units_done("process"):
-            w, (ny, nx) = _wcs_from_file(self.run.exposure(u.visit, u.detector))
+            w, (ny, nx) = read_image_wcs(self.run.exposure(u.visit, u.detector))
             ra, dec = w.pixel_to_sky((nx - 1) / 2, (ny - 1) / 2)
             centres.append((float(ra), float(dec)))
             scales.append(float(w.pixel_scale((nx - 1) / 2, (ny - 1) / 2)))

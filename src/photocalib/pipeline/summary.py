@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .._io import open_fits
-from ..errors import InputError
 from .catalogs import match_nearest, read_reference, read_table, tangent_xy, write_parquet
 from .config import Config
-from .inputs import RunInputs, Unit
+from .inputs import RunInputs, Unit, read_image_wcs
 from .layout import RunLayout, write_json
 from .truth import read_truth
 
@@ -28,19 +27,6 @@ log = logging.getLogger("photocalib.pipeline")
 
 #: Focal-plane map resolution per detector (grid nodes along each side).
 _GRID = 9
-
-
-def _read_wcs(path):
-    from ..astrometry import SkyWcs
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with open_fits(path) as hdul:
-            for h in hdul:
-                if "CTYPE1" in h.header:
-                    return SkyWcs.from_header(h.header, hdulist=hdul), (
-                        int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
-    raise InputError(f"{path}: no HDU with a WCS")
 
 
 class VisitFrame:
@@ -79,7 +65,7 @@ def _frames(run: RunLayout, units: list[Unit]) -> tuple[dict[int, VisitFrame], d
     wcs: dict[tuple[int, int], Any] = {}
     by_visit: dict[int, list[tuple[Any, tuple[int, int]]]] = {}
     for u in units:
-        w, shape = _read_wcs(run.exposure(u.visit, u.detector))
+        w, shape = read_image_wcs(run.exposure(u.visit, u.detector))
         wcs[(u.visit, u.detector)] = (w, shape)
         by_visit.setdefault(u.visit, []).append((w, shape))
     frames = {v: VisitFrame([a for a, _ in items], [b for _, b in items]) for v, items in by_visit.items()}
