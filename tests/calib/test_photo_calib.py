@@ -257,3 +257,20 @@ def test_calibrate_catalog_from_pandas():
     np.testing.assert_array_equal(out["instflux_nJy_err"], [3.0, 6.0])
     with pytest.raises(pc.InputError, match="astropy Table"):
         pc.PhotoCalib(3.0).calibrate_catalog({"instflux": [1.0]})
+
+
+def test_constant_calibration_takes_its_box_from_the_wcs_image_size(sip_wcs):
+    """DESIGN.md's ``calib.to_kind(SURFACE_BRIGHTNESS, wcs)`` with a scalar calibration: the
+    detector box comes from the image the WCS describes (NAXIS1/2 = 300 x 200)."""
+    import numpy as np
+
+    import photocalib as pc
+
+    calib = pc.PhotoCalib(1.7, kind=pc.ImageKind.FLUENCE)
+    sb = calib.to_kind(pc.ImageKind.SURFACE_BRIGHTNESS, sip_wcs)
+    assert sb.field.bbox == pc.Box(0, 0, 300, 200)
+    x = np.array([0.0, 150.0, 299.0])
+    y = np.array([0.0, 100.0, 199.0])
+    np.testing.assert_allclose(sb.field.evaluate(x, y), 1.7 * sip_wcs.pixel_area(x, y), rtol=1e-12)
+    np.testing.assert_allclose(sb.fluence_to_fluence(sip_wcs).evaluate(x, y), 1.7, rtol=1e-12)
+    assert sb.to_kind(pc.ImageKind.FLUENCE, sip_wcs).field.evaluate(x, y) == pytest.approx(1.7)

@@ -460,12 +460,16 @@ class PhotoCalib:
         return out
 
     # -- kinds and other calibrations ----------------------------------------------------------
-    def _box_for(self, bbox: Box | None, what: str) -> Box:
+    def _box_for(self, bbox: Box | None, what: str, wcs=None) -> Box:
         box = self._field.bbox if bbox is None else bbox
+        if box is None and getattr(wcs, "shape", None) is not None:
+            # A constant calibration takes the detector's box from the image its WCS came with.
+            ny, nx = wcs.shape
+            box = Box(0, 0, int(nx), int(ny))
         if box is None:
             raise InputError(
-                f"{what}: this calibration is constant with no box, so pass bbox=Box(0, 0, nx, ny) "
-                "for the detector"
+                f"{what}: this calibration is constant with no box and the WCS does not know its "
+                "image size, so pass bbox=Box(0, 0, nx, ny) for the detector"
             )
         if self._field.bbox is not None and self._field.bbox != box:
             raise InputError(f"{what}: bbox {box} differs from the calibration's box {self._field.bbox}")
@@ -487,7 +491,7 @@ class PhotoCalib:
         """
         if self._kind is ImageKind.FLUENCE:
             return self._field
-        box = self._box_for(bbox, "fluence_to_fluence")
+        box = self._box_for(bbox, "fluence_to_fluence", wcs)
         scale, factors = _factors(self._field)
         for i, f in enumerate(factors):
             if _is_area_of(f, wcs, box):
@@ -512,7 +516,7 @@ class PhotoCalib:
         if kind is ImageKind.FLUENCE:
             field = self.fluence_to_fluence(wcs, bbox)
         else:
-            box = self._box_for(bbox, "to_kind")
+            box = self._box_for(bbox, "to_kind", wcs)
             area = wcs.pixel_area_field(box)
             f = self._field
             if isinstance(f, QuotientField) and _is_area_of(f.denominator, wcs, box):
