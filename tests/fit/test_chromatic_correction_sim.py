@@ -115,17 +115,23 @@ def test_catalog_correction_within_one_mmag(camera, detector):
     assert after <= 1e-3, after
 
 
-def test_correction_from_the_simulators_noisy_monochromatic_flats(camera):
-    """The simulator's monochromator scan (5 nm steps, Poisson noise) on the central detector."""
-    detector = 14
-    wl, t0, cube = sim.render.monochromatic_flats(camera, detector, "r")
-    flat = ChromaticFlat(wl, cube, t0)
+@pytest.mark.parametrize("detector, response, order, colour_order",
+                         [(14, False, 3, 2), (0, True, 4, 3)])
+def test_correction_from_the_simulators_noisy_monochromatic_flats(camera, detector, response, order,
+                                                                  colour_order):
+    """The simulator's monochromator scan (5 nm steps, Poisson noise): on the central detector
+    the nominal-band scan; on a corner detector, whose filter edge has moved bluewards past the
+    nominal scan, the response scan that reaches the shifted edge, with the correction model of
+    the corner in test_catalog_correction_within_one_mmag (cubic in colour)."""
+    wl, t0, cube = sim.render.monochromatic_flats(camera, detector, "r", response=response)
+    flat = ChromaticFlat(wl, cube, t0, cube_is_response=response)
     templates = sim.spectra.stellar_templates()
     g, i = band_pair("g"), band_pair("i")
     seds = [template_spectrum(t) for t in templates]
     colours = [ab_colour(s, g, i) for s in seds]
     corr = ChromaticCorrection.from_chromatic_flat(flat, fiducial(), seds, colours, colour_fid=0.0,
-                                                   order=3, colour_order=2, bin_size=8)
+                                                   order=order, colour_order=colour_order,
+                                                   bin_size=8)
     yy, xx = np.mgrid[0:232:7, 0:104:7]
     worst = 0.0
     for t, c in zip(templates, colours, strict=True):

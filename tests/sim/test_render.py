@@ -180,3 +180,32 @@ def test_chromatic_dome_flat_fielded_sky():
     assert np.abs(resid).max() < 5 * block_noise
     assert chrom.max() - chrom.min() > 3 * block_noise
     assert np.std(_block_means(sb / cam.illumination_ratio(det, x, y))) > 2 * block_noise
+
+
+def test_response_scan_covers_the_shifted_filter_edge_on_a_corner_detector():
+    """On megacam-like's corner detector the r-band edge moves ~3 nm bluewards. The nominal-band
+    scan misses that part of the response; the response scan reaches it, so its flattening to
+    the fiducial SED equals the model, where the nominal scan is off by far more than the noise."""
+    from photocalib.isr import ChromaticFlat
+    from photocalib.sim import spectra
+
+    cam = Camera.preset("megacam-like", detector_shape=(48, 48), n_detectors=16)
+    det = 0  # a corner of the 4x4 focal plane
+    x, y = np.meshgrid(np.arange(48.0), np.arange(48.0))
+    assert cam.field_t(det, x, y).max() > 0.9
+    level = 1e10  # photon noise ~1e-5 per frame, far below the effect
+    model = (render.lamp_level(cam, level) * cam.pixel_area(det, x, y) * cam.qe(det)
+             * cam.illumination_dome(det, x, y) * cam.rho(det, x, y, "fiducial", "r"))
+    fid = spectra.fiducial_sed_photons()
+    wave = spectra.WAVELENGTH_NM
+
+    wl, t0, cube = render.monochromatic_flats(cam, det, "r", step_nm=1.0, flat_level_e=level,
+                                              response=True)
+    assert wl.min() < render.mono_wavelengths("r", 1.0).min() - 2.0
+    flat = ChromaticFlat(wl, cube, t0, cube_is_response=True)
+    got = flat.flatten(wave, fid, flux_type="fphotons") / model
+    assert np.max(np.abs(got - 1)) < 3e-4
+
+    wl0, t00, cube0 = render.monochromatic_flats(cam, det, "r", step_nm=1.0, flat_level_e=level)
+    nominal = ChromaticFlat(wl0, cube0, t00).flatten(wave, fid, flux_type="fphotons") / model
+    assert np.max(np.abs(nominal - 1)) > 1e-3

@@ -64,8 +64,10 @@ On disk
 ``flats/dome-<band>-ddd.fits``
     Master dome flat in electrons (bias-subtracted, gain applied), keyword ``LAMPLVL``.
 ``flats/mono-<band>-ddd.fits``
-    (chromatic cameras) cube [n_lambda, ny, nx] + table ``WAVELENGTH`` (wavelength_nm,
-    throughput = T0): the input of ``photocalib.isr.ChromaticFlat``.
+    (chromatic cameras) cube [n_lambda, ny, nx] of the response ``T(lambda; x, y) x flat``
+    (``CUBETYPE = 'RESPONSE'``), scanned bluewards far enough to cover the shifted filter edge,
+    + table ``WAVELENGTH`` (wavelength_nm, throughput = T0): the input of
+    ``photocalib.isr.ChromaticFlat(wl, cube, T0, cube_is_response=True)``.
 ``refcat.parquet``
     ``star``/``id``, ``ra``, ``dec``, ``<b>_flux``, ``<b>_fluxErr`` (nJy), ``flux``,
     ``flux_err`` (the survey band).

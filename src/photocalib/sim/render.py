@@ -268,23 +268,34 @@ def dome_flat(camera: Camera, detector: int, band: str, flat_level_e: float = 1.
     return out.array.astype(np.float32), h
 
 
-def mono_wavelengths(band: str, step_nm: float = 5.0, threshold: float = 0.005) -> np.ndarray:
+def mono_wavelengths(band: str, step_nm: float = 5.0, threshold: float = 0.005,
+                     blue_extension_nm: float = 0.0) -> np.ndarray:
     """Wavelengths (nm) of the monochromatic flats: evenly spaced by about ``step_nm`` from the
-    first to the last wavelength where T0 > threshold x peak."""
+    first to the last wavelength where T0 > threshold x peak, the blue end moved down by
+    ``blue_extension_nm`` (a filter edge that shifts bluewards across the field)."""
     w = spectra.WAVELENGTH_NM
     t0 = spectra.throughput(band)
     inside = w[t0 > threshold * t0.max()]
-    # Both ends inside the band (T0 > 0 there), spacing as close to step_nm as fits.
-    n = max(int(round((inside.max() - inside.min()) / step_nm)) + 1, 2)
-    return np.linspace(inside.min(), inside.max(), n)
+    lo, hi = inside.min() - float(blue_extension_nm), inside.max()
+    # Spacing as close to step_nm as fits; without an extension both ends are inside the band.
+    n = max(int(round((hi - lo) / step_nm)) + 1, 2)
+    return np.linspace(lo, hi, n)
 
 
 def monochromatic_flats(camera: Camera, detector: int, band: str, step_nm: float = 5.0,
-                        flat_level_e: float = 1.0e6, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Monochromatic flats of a detector (a monochromator scan) as relative response / T0.
+                        flat_level_e: float = 1.0e6, seed: int = 1,
+                        response: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Monochromatic flats of a detector (a monochromator scan), as relative response / T0 or,
+    with ``response=True``, as the response itself over a scan that reaches the shifted edge.
 
-    cube[k] = L A TR Q I_dome T0(lambda_k + shift t^2) q_d(lambda_k) / T0(lambda_k) with Poisson
-    noise, so that ``ChromaticFlat(wavelength, cube, T0).flatten(sed)`` is L A TR Q I_dome rho_sed.
+    Default: cube[k] = L A TR Q I_dome T0(lambda_k + shift t^2) q_d(lambda_k) / T0(lambda_k) with
+    Poisson noise, so that ``ChromaticFlat(wavelength, cube, T0).flatten(sed)`` is
+    L A TR Q I_dome rho_sed. The scan covers the nominal band only, so where the filter edge has
+    moved bluewards (the outer detectors of a chromatic camera) it misses part of the response.
+
+    ``response=True``: cube[k] = L A TR Q I_dome T0(lambda_k + shift t^2) q_d(lambda_k), the scan
+    extended bluewards by this detector's largest shift; use it as
+    ``ChromaticFlat(wavelength, cube, T0, cube_is_response=True)``.
 
     Returns
     -------
@@ -295,7 +306,10 @@ def monochromatic_flats(camera: Camera, detector: int, band: str, step_nm: float
     """
     d = camera.detector(detector)
     ny, nx = d.shape
-    wl = mono_wavelengths(band, step_nm)
+    xx, yy = _pixel_grid(d.shape)
+    t2 = camera.field_t(detector, xx, yy) ** 2
+    extension = camera.config.filter_shift_nm_edge * float(t2.max()) if response else 0.0
+    wl = mono_wavelengths(band, step_nm, blue_extension_nm=extension)
     t0_full = spectra.throughput(band)
     w = spectra.WAVELENGTH_NM
     t0 = np.interp(wl, w, t0_full)
@@ -303,18 +317,16 @@ def monochromatic_flats(camera: Camera, detector: int, band: str, step_nm: float
     wcs = _flat_wcs(camera, detector)
     img = galsim.ImageF(nx, ny, wcs=wcs)
     wcs.makeSkyImage(img, level)
-    xx, yy = _pixel_grid(d.shape)
     base = img.array.astype(np.float64) * camera.qe(detector) * camera.illumination_dome(detector, xx, yy)
     if camera.config.tree_rings:
         base *= camera.tree_ring(detector, xx, yy)
-    t2 = camera.field_t(detector, xx, yy) ** 2
     centre = float(np.sum(w * t0_full) / np.sum(t0_full))
     cube = np.empty((wl.size, ny, nx), dtype=np.float32)
     dev = galsim.BaseDeviate(noise_seed(seed, detector, 3))
     for k, lam in enumerate(wl):
         shifted = np.interp(lam + camera.config.filter_shift_nm_edge * t2, w, t0_full)
         q = 1 + camera.detector(detector).qe_slope * (lam - centre) / 100.0
-        frame = galsim.ImageD(base * shifted * q / t0[k])
+        frame = galsim.ImageD(base * shifted * q if response else base * shifted * q / t0[k])
         frame.addNoise(galsim.PoissonNoise(dev))
         cube[k] = frame.array
     return wl, t0, cube

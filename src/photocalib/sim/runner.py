@@ -196,13 +196,16 @@ def _write_dome(path: Path, camera: Camera, detector: int, band: str, level: flo
 
 
 def _write_mono(path: Path, camera: Camera, detector: int, band: str, step: float, level: float, seed: int) -> Path:
-    wl, t0, cube = render.monochromatic_flats(camera, detector, band, step, level, seed)
+    # The response itself, scanned far enough bluewards to cover the filter edge where it has
+    # shifted (cube / T0 would be undefined there); read with cube_is_response=True.
+    wl, t0, cube = render.monochromatic_flats(camera, detector, band, step, level, seed, response=True)
     hdr = fits.Header()
     hdr["DETECTOR"] = detector
     hdr["FILTER"] = band
     hdr["BUNIT"] = "electron"
     hdr["LAMPLVL"] = render.lamp_level(camera, level)
-    hdr["COMMENT"] = "cube[k] = LAMPLVL*A*QE*I_dome*T(lambda_k; x, y)/T0(lambda_k); see photocalib.sim"
+    hdr["CUBETYPE"] = ("RESPONSE", "cube is T(lambda; x, y) x flat, not divided by T0")
+    hdr["COMMENT"] = "cube[k] = LAMPLVL*A*QE*I_dome*T(lambda_k; x, y); see photocalib.sim"
     table = fits.BinTableHDU.from_columns(
         [fits.Column("wavelength_nm", "D", array=wl), fits.Column("throughput", "D", array=t0)], name="WAVELENGTH")
     atomic_write_hdulist(fits.HDUList([fits.PrimaryHDU(cube, header=hdr), table]), path)
