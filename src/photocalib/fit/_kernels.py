@@ -147,6 +147,29 @@ def _eliminate_range(s0, s1, order, ptr, starts, nbs, D, w, r, ref_w, ref_b, N, 
             pos[seg_start[i]] = -1
 
 
+@numba.njit(cache=True, nogil=True)
+def _max_star_length(ptr):  # pragma: no cover
+    """Most observations of any one star (ptr: CSR offsets of the observations per star)."""
+    max_len = 0
+    for s in range(ptr.shape[0] - 1):
+        m = ptr[s + 1] - ptr[s]
+        if m > max_len:
+            max_len = m
+    return max_len
+
+
+@numba.njit(cache=True, nogil=True)
+def _star_scratch(n_p, max_len, n_blocks, k):  # pragma: no cover
+    """Per-thread work arrays for gathering one star's parameter segments."""
+    pos = -np.ones(n_p, dtype=np.int64)
+    nsl = max_len * n_blocks + 1
+    seg_start = np.empty(nsl, dtype=np.int64)
+    seg_len = np.empty(nsl, dtype=np.int64)
+    seg_off = np.empty(nsl, dtype=np.int64)
+    val = np.empty(max_len * k + 1)
+    return pos, seg_start, seg_len, seg_off, val
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  # pragma: no cover
     """Schur complement of the star magnitudes: ``-Σ_s u_s u_sᵀ / W_s`` and ``-Σ_s u_s b_s / W_s``.
@@ -158,11 +181,7 @@ def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  #
     """
     n_stars = ptr.shape[0] - 1
     k = D.shape[1]
-    max_len = 0
-    for s in range(n_stars):
-        m = ptr[s + 1] - ptr[s]
-        if m > max_len:
-            max_len = m
+    max_len = _max_star_length(ptr)
     order = _star_order(ptr, starts)
     Ns = np.zeros((n_threads, n_p, n_p))
     bs = np.zeros((n_threads, n_p))
@@ -171,12 +190,7 @@ def eliminate_stars(ptr, starts, nbs, D, w, r, ref_w, ref_b, n_p, n_threads):  #
     for t in numba.prange(n_threads):
         s0 = (n_stars * t) // n_threads
         s1 = (n_stars * (t + 1)) // n_threads
-        pos = -np.ones(n_p, dtype=np.int64)
-        nsl = max_len * starts.shape[1] + 1
-        seg_start = np.empty(nsl, dtype=np.int64)
-        seg_len = np.empty(nsl, dtype=np.int64)
-        seg_off = np.empty(nsl, dtype=np.int64)
-        val = np.empty(max_len * k + 1)
+        pos, seg_start, seg_len, seg_off, val = _star_scratch(n_p, max_len, starts.shape[1], k)
         _eliminate_range(s0, s1, order, ptr, starts, nbs, D, w, r, ref_w, ref_b, Ns[t], bs[t], W, B, pos,
                          seg_start, seg_len, seg_off, val)
     N = Ns[0]
@@ -223,21 +237,12 @@ def star_quadratic(ptr, starts, nbs, D, w, cov, n_threads=2):  # pragma: no cove
     n_p = cov.shape[0]
     k = D.shape[1]
     out = np.zeros(n_stars)
-    max_len = 0
-    for s in range(n_stars):
-        m = ptr[s + 1] - ptr[s]
-        if m > max_len:
-            max_len = m
+    max_len = _max_star_length(ptr)
     order = _star_order(ptr, starts)
     for t in numba.prange(n_threads):
         s0 = (n_stars * t) // n_threads
         s1 = (n_stars * (t + 1)) // n_threads
-        pos = -np.ones(n_p, dtype=np.int64)
-        nsl = max_len * starts.shape[1] + 1
-        seg_start = np.empty(nsl, dtype=np.int64)
-        seg_len = np.empty(nsl, dtype=np.int64)
-        seg_off = np.empty(nsl, dtype=np.int64)
-        val = np.empty(max_len * k + 1)
+        pos, seg_start, seg_len, seg_off, val = _star_scratch(n_p, max_len, starts.shape[1], k)
         _quadratic_range(s0, s1, order, ptr, starts, nbs, D, w, cov, out, pos, seg_start, seg_len, seg_off, val)
     return out
 
