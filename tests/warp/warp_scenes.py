@@ -12,22 +12,9 @@ import photocalib as pc
 def sip_header(n: int = 768, scale: float = 0.2, k: float = 6e-8, ra: float = 150.0, dec: float = 2.0,
                rotation: float = 7.0) -> fits.Header:
     """A TAN-SIP header whose pixel area varies by about 10 % (cubic radial + quadratic terms)."""
-    h = fits.Header()
-    h["NAXIS"] = 2
-    h["NAXIS1"] = n
-    h["NAXIS2"] = n
+    h = tan_header(n, n, scale, ra, dec, rotation)
     h["CTYPE1"] = "RA---TAN-SIP"
     h["CTYPE2"] = "DEC--TAN-SIP"
-    h["CRPIX1"] = n / 2 + 0.5
-    h["CRPIX2"] = n / 2 + 0.5
-    h["CRVAL1"] = ra
-    h["CRVAL2"] = dec
-    s = scale / 3600
-    th = np.radians(rotation)
-    h["CD1_1"] = -s * np.cos(th)
-    h["CD1_2"] = s * np.sin(th)
-    h["CD2_1"] = s * np.sin(th)
-    h["CD2_2"] = s * np.cos(th)
     h["A_ORDER"] = 3
     h["B_ORDER"] = 3
     h["A_2_0"] = 3e-6
