@@ -723,24 +723,25 @@ class JointCalibrator:
     def _constraints(self, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
         rows, targets = [], []
         bl = {b.name: b for b in prob.blocks}
+
+        def mean_of_groups(b, groups) -> np.ndarray:
+            # the mean over `groups` of a Chebyshev block's field means (each field's mean is
+            # linear in its coefficients)
+            r = np.zeros(prob.n_p)
+            means = cheb_means(b.order) / len(groups)
+            for g in groups:
+                r[b.offset + g * b.n_basis: b.offset + (g + 1) * b.n_basis] = means
+            return r
+
         if prob.model == "monolithic":
             b = bl["detector"]
-            r = np.zeros(prob.n_p)
-            means = cheb_means(b.order)
-            for g in range(b.n_groups):
-                r[b.offset + g * b.n_basis: b.offset + (g + 1) * b.n_basis] = means / b.n_groups
-            rows.append(r)
+            rows.append(mean_of_groups(b, range(b.n_groups)))
             targets.append(1.0)
             return np.array(rows), np.array(targets)
         sf = bl["starflat"]
-        means = cheb_means(sf.order)
         n_ep = int(prob.epdet_pairs[:, 0].max()) + 1
         for e in range(n_ep):
-            gs = np.nonzero(prob.epdet_pairs[:, 0] == e)[0]
-            r = np.zeros(prob.n_p)
-            for g in gs:
-                r[sf.offset + g * sf.n_basis: sf.offset + (g + 1) * sf.n_basis] = means / len(gs)
-            rows.append(r)
+            rows.append(mean_of_groups(sf, np.nonzero(prob.epdet_pairs[:, 0] == e)[0]))
             targets.append(1.0)
         gr = bl["grey"]
         if prob.model == "reference-free":
@@ -762,11 +763,7 @@ class JointCalibrator:
                     targets.append(0.0)
         if "chromatic" in bl:
             b = bl["chromatic"]
-            r = np.zeros(prob.n_p)
-            cm = cheb_means(b.order)
-            for g in range(b.n_groups):
-                r[b.offset + g * b.n_basis: b.offset + (g + 1) * b.n_basis] = cm / b.n_groups
-            rows.append(r)
+            rows.append(mean_of_groups(b, range(b.n_groups)))
             targets.append(0.0)
         return np.array(rows), np.array(targets)
 
