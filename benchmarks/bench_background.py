@@ -12,9 +12,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import time  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _timing import best_time  # noqa: E402
 
 import photocalib as pc  # noqa: E402
 from photocalib.astrometry.synthetic import hsc_like_sip_header  # noqa: E402
@@ -45,16 +44,6 @@ def make_image(seed: int = 3):
     return pc.Exposure(img, wcs=wcs, kind="SURFACE_BRIGHTNESS"), sky
 
 
-def _time(fn, repeat: int = 3):
-    best_wall, best_cpu, out = np.inf, np.inf, None
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        best_wall = min(best_wall, time.perf_counter() - t0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return best_wall, best_cpu, out
-
-
 def main() -> None:
     import sep
     from astropy.stats import SigmaClip
@@ -66,13 +55,13 @@ def main() -> None:
     data = np.array(exp.image)  # a writeable copy: sep refuses read-only buffers
     background.estimate(exp)  # JIT warm-up (cached to disk after the first run)
     rows = []
-    w, c, f = _time(lambda: background.estimate(exp).fill(dtype=np.float32))
+    w, c, f = best_time(lambda: background.estimate(exp).fill(dtype=np.float32))
     rows.append(("photocalib estimate (2 passes, source masking) + fill", w, c, f))
-    w, c, f = _time(lambda: background.estimate(exp, mask_sources=False).fill(dtype=np.float32))
+    w, c, f = best_time(lambda: background.estimate(exp, mask_sources=False).fill(dtype=np.float32))
     rows.append(("photocalib estimate (1 pass) + fill", w, c, f))
-    w, c, f = _time(lambda: sep.Background(data, bw=MESH, bh=MESH).back())
+    w, c, f = best_time(lambda: sep.Background(data, bw=MESH, bh=MESH).back())
     rows.append(("sep.Background + back()", w, c, f))
-    w, c, f = _time(
+    w, c, f = best_time(
         lambda: Background2D(data, (MESH, MESH), filter_size=(3, 3), sigma_clip=SigmaClip(3.0),
                              bkg_estimator=SExtractorBackground()).background,
         repeat=1,

@@ -13,9 +13,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import time  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _timing import best_time  # noqa: E402
 
 import photocalib as pc  # noqa: E402
 from photocalib.astrometry.synthetic import hsc_like_sip_header  # noqa: E402
@@ -23,16 +22,6 @@ from photocalib.astrometry.synthetic import hsc_like_sip_header  # noqa: E402
 N = 4096
 N_SOURCES = 10_000
 RADIUS = 8.0  # pixels
-
-
-def _time(fn, repeat: int = 3):
-    best_wall, best_cpu, out = np.inf, np.inf, None
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        best_wall = min(best_wall, time.perf_counter() - t0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return best_wall, best_cpu, out
 
 
 def main() -> None:
@@ -55,10 +44,10 @@ def main() -> None:
         exp = pc.Exposure(image, variance=variance, wcs=wcs, kind="FLUENCE")
         aperture_photometry(exp, x[:10], y[:10], radius=RADIUS)  # JIT warm-up
         name = np.dtype(dtype).name
-        w, c, ours = _time(lambda exp=exp: aperture_photometry(exp, x, y, radius=RADIUS, flag_blends=False))
+        w, c, ours = best_time(lambda exp=exp: aperture_photometry(exp, x, y, radius=RADIUS, flag_blends=False))
         rows.append((f"photocalib circular exact, {name}", w, c))
         error = np.sqrt(variance)  # photutils takes sigma; computed outside its timing
-        w, c, ref = _time(
+        w, c, ref = best_time(
             lambda image=image, error=error: pu_photometry(
                 image, CircularAperture(np.column_stack([x, y]), r=RADIUS), error=error, method="exact"),
         )
@@ -69,7 +58,7 @@ def main() -> None:
 
     image = image64.astype(np.float32)
     exp = pc.Exposure(image, variance=np.full((N, N), 100.0, dtype=np.float32), wcs=wcs, kind="FLUENCE")
-    w, c, ang = _time(lambda: aperture_photometry(exp, x, y, radius_arcsec=1.5, flag_blends=False))
+    w, c, ang = best_time(lambda: aperture_photometry(exp, x, y, radius_arcsec=1.5, flag_blends=False))
     rows.append(("photocalib angular 1.5\" (Jacobian ellipse per source)", w, c))
     # photutils needs one EllipticalAperture per source shape: time 200 and scale to 10^4.
     a, b, theta = ellipse_from_jacobian(wcs.jacobian(x, y), 1.5)
@@ -79,7 +68,7 @@ def main() -> None:
         return [pu_photometry(image, EllipticalAperture((x[i], y[i]), a[i], b[i], theta=theta[i]), method="exact")
                 ["aperture_sum"][0] for i in range(k)]  # one aperture object per source
 
-    w, c, ell = _time(photutils_ellipses, repeat=1)
+    w, c, ell = best_time(photutils_ellipses, repeat=1)
     rows.append((f"photutils EllipticalAperture exact (x{N_SOURCES // k} from {k})", w * N_SOURCES / k, c * N_SOURCES / k))
     ell_rel = np.abs(np.asarray(ang["instflux"][:k]) / np.asarray(ell) - 1).max()
     checks.append(f"elliptical: max relative difference over {k} sources {ell_rel:.1e}")
