@@ -1,22 +1,26 @@
 """photocalib: photometric calibration that is correct about the astrometric Jacobian.
 
 Images are fluence (per pixel) or surface brightness (per arcsec²); they differ by the pixel
-area |det J| of the WCS. See DESIGN.md for the conventions.
+area |det J| of the WCS. See docs/design.md for the conventions and the layers.
 """
 
 from __future__ import annotations
 
-import importlib
-
+from . import astrometry, background, calib, fields, fit, image, isr, measure, warp
+from .astrometry import SkyWcs
+from .calib import PhotoCalib
 from .errors import ImageKindError, InputError, OutputError, PhotocalibError
 from .fields import (
     BoundedField,
     ChebyshevField,
     ConstantField,
+    PixelAreaField,
     ProductField,
     QuotientField,
+    SplineField,
 )
 from .geom import Box
+from .image import Exposure, ImageKind
 
 __version__ = "0.1.0"
 
@@ -37,31 +41,35 @@ __all__ = [
     "QuotientField",
     "SkyWcs",
     "SplineField",
+    "astrometry",
+    "background",
+    "calib",
+    "fields",
+    "fit",
+    "image",
+    "isr",
+    "measure",
+    "warp",
 ]
-
-# Names that arrive with later layers; imported lazily so a partial install still imports.
-_LAZY = {
-    "SplineField": "photocalib.fields",
-    "PixelAreaField": "photocalib.fields",
-    "SkyWcs": "photocalib.astrometry",
-    "ImageKind": "photocalib.image",
-    "Exposure": "photocalib.image",
-    "PhotoCalib": "photocalib.calib",
-}
-_SUBMODULES = {"fields", "astrometry", "image", "calib", "isr", "background", "measure", "warp", "fit", "sim", "pipeline", "cli"}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"photocalib.{name}")
-        globals()[name] = module
-        return module
+    # The simulator (GalSim), the pipeline (Dask, matplotlib) and the command line load on
+    # first use, so `import photocalib` stays light; each is a plain import that fails loudly.
+    if name == "sim":
+        import photocalib.sim as sim
+
+        return sim
+    if name == "pipeline":
+        import photocalib.pipeline as pipeline
+
+        return pipeline
+    if name == "cli":
+        import photocalib.cli as cli
+
+        return cli
     raise AttributeError(f"module 'photocalib' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+    return sorted(set(globals()) | {"sim", "pipeline", "cli"})

@@ -10,11 +10,10 @@ from click.testing import CliRunner
 
 from photocalib.cli import main
 from photocalib.pipeline.config import Config
-from photocalib.pipeline.steps import layer
+from photocalib.sim import simulate
 
 
 def test_demo_simulator_accepts_the_configured_options():
-    simulate = layer("sim|sim.runner", "simulate")
     kwargs = Config().simulate.simulate_kwargs()
     inspect.signature(simulate).bind("out", num_workers=2, **kwargs)
     inspect.signature(simulate).bind("out", scheduler="synchronous", **kwargs)

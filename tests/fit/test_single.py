@@ -128,7 +128,7 @@ def test_match_reference_and_catalog_round_trip(wcs, rng, tmp_path):
     assert back.colnames == cat.colnames and back.meta["kind"] == "FLUENCE"
     assert str(back["instflux_nJy"].unit) == "nJy"
     np.testing.assert_array_equal(np.asarray(back["instflux_mag"]), np.asarray(cat["instflux_mag"]))
-    with pytest.raises(pc.InputError, match="to_kind"):
+    with pytest.raises(pc.ImageKindError, match="to_kind"):
         source_catalog(phot, pc.PhotoCalib(2.0, kind="SURFACE_BRIGHTNESS"), wcs)
     with pytest.raises(pc.InputError):
         read_catalog(tmp_path / "missing.parquet")

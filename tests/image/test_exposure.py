@@ -142,7 +142,7 @@ def test_replace_and_unknown_attribute(analytic_wcs):
 
 def test_photo_calib_kind_must_match_and_converts(analytic_wcs):
     calib = pc.PhotoCalib(2.0, kind="FLUENCE")
-    with pytest.raises(pc.InputError, match="to_kind"):
+    with pytest.raises(pc.ImageKindError, match="to_kind"):
         pc.Exposure(np.ones((4, 4)), wcs=analytic_wcs, photo_calib=calib)
     sb_calib = calib.to_kind("SURFACE_BRIGHTNESS", analytic_wcs, bbox=pc.Box(0, 0, 4, 4))
     exp = pc.Exposure(np.ones((4, 4)), wcs=analytic_wcs, photo_calib=sb_calib)

@@ -17,10 +17,10 @@ from scipy.ndimage import median_filter
 from ..errors import InputError
 from ..fields import BoundedField, register_field
 from ..fields.base import require_bbox_from_meta
+from ..fields.robust import robust_field_fit
 from ..geom import Box
 from ..image.kind import ImageKind
 from ..image.mask import MaskPlane
-from ..measure._robust import robust_field_fit
 from . import _kernels
 
 __all__ = [

@@ -8,6 +8,7 @@ from .chebyshev import ChebyshevField
 from .composite import ProductField, QuotientField
 from .constant import ConstantField
 from .pixel_area import PixelAreaField
+from .robust import RobustFit, robust_field_fit
 from .spline import SplineField
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
     "PixelAreaField",
     "ProductField",
     "QuotientField",
+    "RobustFit",
     "SplineField",
     "field_from_table",
     "read_field",
     "register_field",
+    "robust_field_fit",
 ]

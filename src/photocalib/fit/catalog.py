@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from astropy.table import Table
 
 from .._io import atomic_write
-from ..errors import InputError
+from ..errors import ImageKindError, InputError
 from ..image.kind import ImageKind
 from .single import SingleFitResult, fit_single, match_reference
 
@@ -46,12 +46,12 @@ def source_catalog(phot: Table, photo_calib, wcs=None, *, kind: ImageKind | str 
 
     Raises
     ------
-    InputError
+    ImageKindError
         The calibration's kind differs from the kind the photometry was measured on.
     """
     kind = ImageKind.parse(kind if kind is not None else phot.meta.get("kind", "FLUENCE"))
     if photo_calib.kind is not kind:
-        raise InputError(
+        raise ImageKindError(
             f"source_catalog: photometry was measured on a {kind.value} image but the calibration "
             f"takes {photo_calib.kind.value}; convert it with photo_calib.to_kind(ImageKind.{kind.name}, wcs)"
         )

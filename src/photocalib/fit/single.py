@@ -15,9 +15,9 @@ from astropy.table import Table
 from ..calib import PhotoCalib
 from ..errors import InputError
 from ..fields import ConstantField
+from ..fields.robust import robust_field_fit
 from ..geom import Box
 from ..image.kind import ImageKind
-from ..measure._robust import robust_field_fit
 from ._match import match_sky
 
 __all__ = ["SingleFitResult", "fit_single", "match_reference", "MODES"]

@@ -16,7 +16,7 @@ import astropy.units as u
 import numpy as np
 from astropy.io import fits
 
-from ..errors import InputError
+from ..errors import ImageKindError, InputError
 from ..fields import BoundedField
 from ..geom import Box
 from .kind import ImageKind
@@ -247,6 +247,8 @@ class Exposure:
     ------
     InputError
         A non-2-D or non-numeric image, variance or mask of another shape, unknown kind or unit.
+    ImageKindError
+        A ``photo_calib`` that takes the other kind of image.
 
     Examples
     --------
@@ -299,7 +301,7 @@ class Exposure:
         if photo_calib is not None:
             pk = getattr(photo_calib, "kind", None)
             if pk is not None and pk is not kind:
-                raise InputError(
+                raise ImageKindError(
                     f"Exposure photo_calib is a {pk.value} calibration but the image is {kind.value}; "
                     f"convert it with photo_calib.to_kind(ImageKind.{kind.name}, wcs)"
                 )

@@ -21,6 +21,7 @@ from ..errors import InputError, PhotocalibError
 from ..fields import field_from_table
 from .kind import ImageKind
 from .mask import MaskPlane
+from .registry import hdu_format, hdu_format_for
 
 __all__ = ["write_exposure", "read_exposure", "check_complete", "ARCSEC2_TO_SR"]
 
@@ -97,8 +98,8 @@ def write_exposure(exp, path: str | os.PathLike, overwrite: bool = True) -> None
     for plane in MaskPlane:
         mh[f"MP_{plane.name}"[:8]] = (int(plane.value), f"mask bit of {plane.name}")
     hdus.append(fits.ImageHDU(data=np.asarray(exp.mask), header=mh, name="MASK", uint=True))
-    if exp.photo_calib is not None and hasattr(exp.photo_calib, "to_hdu"):
-        hdus.append(exp.photo_calib.to_hdu("PHOTOCAL"))
+    if exp.photo_calib is not None:
+        hdus.append(hdu_format_for(exp.photo_calib, "Exposure.photo_calib").writer(exp.photo_calib, "PHOTOCAL"))
     if exp.background_mapping is not None:
         hdus.append(exp.background_mapping.to_hdu("BGMAP"))
     atomic_write_hdulist(fits.HDUList(hdus), path, overwrite=overwrite)
@@ -218,7 +219,11 @@ def _read(path, hdu):
         mask = _read_plane(hdul, "MASK", image.shape, path)
         photo_calib = None
         if "PHOTOCAL" in hdul:
-            photo_calib = _photo_calib_reader()(hdul["PHOTOCAL"], f"{path}[PHOTOCAL]")
+            fmt = hdu_format("PHOTOCAL")
+            if fmt is None:
+                raise InputError(f"{path}[PHOTOCAL]: no reader is registered for this HDU; "
+                                 "import photocalib (which registers photocalib.calib's)")
+            photo_calib = fmt.reader(hdul["PHOTOCAL"], f"{path}[PHOTOCAL]")
         bgmap = None
         if "BGMAP" in hdul:
             try:
@@ -232,29 +237,6 @@ def _read(path, hdu):
             )
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from exc
-
-
-#: Reader of the PHOTOCAL HDU, registered by :mod:`photocalib.calib` (a higher layer, which this
-#: module must not import statically).
-_PHOTO_CALIB_READER = None
-
-
-def register_photo_calib_reader(reader) -> None:
-    """Register ``reader(hdu, where) -> PhotoCalib``; called by :mod:`photocalib.calib`."""
-    global _PHOTO_CALIB_READER
-    _PHOTO_CALIB_READER = reader
-
-
-def _photo_calib_reader():
-    if _PHOTO_CALIB_READER is None:
-        # The calib layer registers itself when imported; load it by name only when a file
-        # actually holds a calibration, so this layer never depends on calib's API.
-        import importlib
-
-        importlib.import_module("photocalib.calib")
-    if _PHOTO_CALIB_READER is None:
-        raise InputError("the PHOTOCAL HDU needs photocalib.calib, which did not register a reader")
-    return _PHOTO_CALIB_READER
 
 
 def _ccddata_variance(hdul: fits.HDUList, shape, path) -> np.ndarray | None:

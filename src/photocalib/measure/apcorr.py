@@ -11,8 +11,8 @@ from astropy.table import Table
 
 from ..errors import InputError
 from ..fields import BoundedField
+from ..fields.robust import RobustFit, robust_field_fit
 from ..image.kind import ImageKind, require_kind
-from ._robust import RobustFit, robust_field_fit
 from .aperture import PhotFlag, aperture_photometry
 
 __all__ = ["curve_of_growth", "fit_aperture_correction", "apply_aperture_correction"]

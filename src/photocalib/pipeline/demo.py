@@ -15,7 +15,6 @@ from .config import Config
 from .inputs import find_inputs
 from .layout import RunLayout
 from .runner import RunResult, run_pipeline
-from .steps import layer
 
 __all__ = ["run_demo"]
 
@@ -36,7 +35,8 @@ def run_demo(out: str | os.PathLike, config: Config | None = None, scheduler: st
     survey = out / "survey"
     layout = RunLayout(out)
     t0 = time.perf_counter()
-    simulate = layer("sim|sim.runner", "simulate")
+    from ..sim import simulate
+
     step_done = layout.is_done("simulate", "survey") and not force
     if not step_done:
         kwargs = config.simulate.simulate_kwargs()

@@ -1,5 +1,7 @@
 """Running the pipeline's per-detector tasks on Dask, with retries and a progress bar.
 
+The work itself goes through :mod:`photocalib.execution`; this module opens the cluster.
+
 A LocalCluster is started by default; given a scheduler address, an existing
 ``dask.distributed`` cluster is used and left running.
 """
@@ -8,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import InputError, PhotocalibError
+from ..errors import InputError
+from ..execution import DaskExecutor, ThreadExecutor
+from ..execution import Executor as BaseExecutor
 from .config import DaskConfig
 
 __all__ = ["Executor", "open_executor"]
@@ -21,7 +24,8 @@ log = logging.getLogger("photocalib.pipeline")
 
 
 class Executor:
-    """Maps a function over work items on a Dask client, or in process (``client=None``).
+    """The pipeline's view of a :class:`photocalib.execution.Executor`: a step name per map and
+    the run's progress setting.
 
     Parameters
     ----------
@@ -37,6 +41,8 @@ class Executor:
         self.client = client
         self.retries = int(retries)
         self.progress = bool(progress)
+        self.executor: BaseExecutor = (ThreadExecutor(1) if client is None
+                                       else DaskExecutor(client, retries=self.retries))
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], desc: str,
             *args: Any, **kwargs: Any) -> list[Any]:
@@ -48,69 +54,11 @@ class Executor:
             Re-raised from the first task that failed for good (after its retries), with the
             item named in the message.
         """
-        items = list(items)
-        if not items:
-            return []
-        bar = _bar(len(items), desc, self.progress)
-        try:
-            if self.client is None:
-                out = []
-                for item in items:
-                    out.append(fn(item, *args, **kwargs))
-                    bar.update(1)
-                return out
-            return self._map_dask(fn, items, bar, args, kwargs)
-        finally:
-            bar.close()
-
-    def _map_dask(self, fn, items, bar, args, kwargs) -> list[Any]:
-        from distributed import as_completed
-
-        futures = [
-            self.client.submit(fn, item, *args, retries=self.retries, pure=False,
-                               key=f"{getattr(fn, '__name__', 'task')}-{desc_key(item)}-{time.monotonic_ns()}",
-                               **kwargs)
-            for item in items
-        ]
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list[Any] = [None] * len(items)
-        try:
-            for future in as_completed(futures):
-                i = index[future.key]
-                try:
-                    results[i] = future.result()
-                except PhotocalibError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - name the item whatever failed
-                    raise PhotocalibError(
-                        f"task {getattr(fn, '__name__', fn)} failed for {items[i]!r} after "
-                        f"{self.retries} retries: {type(exc).__name__}: {exc}"
-                    ) from exc
-                bar.update(1)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-        return results
+        return self.executor.map(fn, items, *args, desc=desc, progress=self.progress, **kwargs)
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one function (a reduce step) on the cluster with retries, or in process."""
-        if self.client is None:
-            return fn(*args, **kwargs)
-        return self.client.submit(fn, *args, retries=self.retries, pure=False, **kwargs).result()
-
-
-def desc_key(item: Any) -> str:
-    """A short, key-safe name for a work item."""
-    text = "-".join(str(v) for v in item) if isinstance(item, tuple) else str(item)
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:60]
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="task", disable=not enabled, leave=False,
-                dynamic_ncols=True)
+        return self.executor.run(fn, *args, **kwargs)
 
 
 @contextlib.contextmanager

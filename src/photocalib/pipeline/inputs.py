@@ -194,7 +194,10 @@ def find_inputs(survey: str | os.PathLike | None = None, raw: Iterable[str] | No
     flat_map = discover_flats(flats)
     missing = sorted({u.detector for u in units} - set(flat_map))
     if flats is not None and missing:
-        log.warning("no dome flat for detectors %s: they are processed without flat-fielding", missing)
+        names = ", ".join(str(d) for d in missing)
+        raise InputError(f"{flats}: no dome flat for detector{'s' if len(missing) > 1 else ''} {names}; "
+                         "every raw detector needs "
+                         "a flat whose DETECTOR keyword names it (or leave those detectors out)")
     return RunInputs(tuple(units), flat_map, None if refcat is None else str(refcat),
                      None if truth is None else str(truth))
 

@@ -1,7 +1,7 @@
 """``photocalib run``: the whole chain from raw MEF files to a calibrated, coadded, reported run.
 
 Per-detector steps run as Dask tasks with retries; the joint fit and the coadd run once. A step
-whose library layer is missing is skipped with a warning, and the report says so.
+that is switched off, or has nothing to work on, is skipped with a warning, and the report says so.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import fit, warp
 from .._io import atomic_write
 from ..errors import InputError, PhotocalibError
 from .catalogs import associate, read_table, write_parquet
@@ -24,7 +25,7 @@ from .config import Config, config_to_toml
 from .execution import Executor, open_executor
 from .inputs import RunInputs, Unit, read_image_wcs
 from .layout import RunLayout, fingerprint, read_json, write_json
-from .steps import MissingLayer, StepContext, apply_unit, grid_wcs, layer, process_unit
+from .steps import StepContext, StepSkipped, apply_unit, grid_wcs, process_unit
 
 __all__ = ["RunResult", "run_pipeline"]
 
@@ -64,7 +65,7 @@ class _Run:
         log.info("step %s", name)
         try:
             return fn()
-        except MissingLayer as exc:
+        except StepSkipped as exc:
             log.warning("step %r skipped: %s", name, exc)
             self.result.skipped[name] = str(exc)
             return None
@@ -106,8 +107,6 @@ class _Run:
 
     # -- steps -----------------------------------------------------------------------------------
     def process(self) -> None:
-        # Probe the layers once here so a missing one skips the step instead of failing every task.
-        layer("isr", "isr_from_hdu")
         infos = self.ex.map(process_unit, list(self.inputs.units), "process detectors", self.ctx)
         self.result.counts["units_processed"] = sum(i.get("status") == "done" for i in infos)
         self.result.counts["units_cached"] = sum(i.get("status") == "cached" for i in infos)
@@ -116,7 +115,7 @@ class _Run:
     def observations(self) -> pd.DataFrame:
         frames = [read_table(self.run.catalog(u.visit, u.detector)) for u in self.units_done("process")]
         if not frames:
-            raise MissingLayer("no detector was processed, so there is nothing to calibrate")
+            raise StepSkipped("no detector was processed, so there is nothing to calibrate")
         df = pd.concat(frames, ignore_index=True)
         df["star"] = associate(df["ra"].to_numpy(), df["dec"].to_numpy(),
                                self.config.measure.match_radius_arcsec)
@@ -125,8 +124,7 @@ class _Run:
     def joint(self) -> None:
         cfg = self.config.calibration
         if not cfg.joint:
-            raise MissingLayer("the joint fit is switched off ([calibration] joint = false)")
-        fit_joint = layer("fit|fit.joint", "fit_joint")
+            raise StepSkipped("the joint fit is switched off ([calibration] joint = false)")
         step = "joint"
         fp = fingerprint(self.ctx.config_fingerprint,
                          [self.run.manifest_digest("process", u.name) for u in self.units_done("process")])
@@ -168,7 +166,7 @@ class _Run:
         if self.ex.client is not None and (mode == "always" or (mode == "auto" and len(obs) >= 200_000)):
             kwargs["client"] = self.ex.client
         try:
-            sol = _fit_joint_task(fit_joint, obs, wcs, kwargs, self._joint_options())
+            sol = _fit_joint_task(obs, wcs, kwargs, self._joint_options())
         except PhotocalibError:
             raise
         except Exception as exc:  # noqa: BLE001 - a cluster failure (e.g. a worker killed)
@@ -179,12 +177,10 @@ class _Run:
             log.warning("distributed joint fit failed (%s: %s); fitting in process",
                         type(exc).__name__, exc)
             kwargs.pop("client")
-            sol = _fit_joint_task(fit_joint, obs, wcs, kwargs, self._joint_options())
+            sol = _fit_joint_task(obs, wcs, kwargs, self._joint_options())
         self.run.joint_dir.mkdir(parents=True, exist_ok=True)
-        outputs = []
-        if hasattr(sol, "write"):
-            sol.write(self.run.joint_solution)
-            outputs.append(self.run.joint_solution)
+        sol.write(self.run.joint_solution)
+        outputs = [self.run.joint_solution]
         for (visit, detector) in sorted(wcs):
             try:
                 calib = sol.photo_calib(visit, detector)
@@ -209,17 +205,13 @@ class _Run:
 
     def apply(self) -> None:
         if not (self.run.joint_dir.is_dir() and any(self.run.joint_dir.rglob("det-*.fits"))):
-            raise MissingLayer("no joint calibration to apply")
+            raise StepSkipped("no joint calibration to apply")
         grid = self.grid_spec() if self.config.warp.enabled else None
         units = self.units_done("process")
         infos = self.ex.map(apply_unit, units, "calibrate + warp", self.ctx, grid)
         self.result.counts["units_calibrated"] = sum(i.get("status") in ("done", "cached") for i in infos)
 
     def grid_spec(self) -> dict[str, Any] | None:
-        try:
-            layer("warp", "SkyGrid")
-        except MissingLayer:
-            return None
         centres, scales = [], []
         for u in self.units_done("process"):
             w, (ny, nx) = read_image_wcs(self.run.exposure(u.visit, u.detector))
@@ -240,9 +232,8 @@ class _Run:
                 "kernel": self.config.warp.kernel}
 
     def coadd(self) -> None:
-        coadd = layer("warp", "coadd")
         if not self.config.warp.enabled:
-            raise MissingLayer("warps are switched off ([warp] enabled = false)")
+            raise StepSkipped("warps are switched off ([warp] enabled = false)")
         step = "coadd"
         grid = self.grid_spec()
         fp = fingerprint(self.ctx.config_fingerprint, grid,
@@ -250,13 +241,13 @@ class _Run:
         if not self.force and self.run.is_done(step, "all", fingerprint=fp):
             return
         if grid is None:
-            raise MissingLayer("no processed detector to coadd")
+            raise StepSkipped("no processed detector to coadd")
         inputs = [str(self.run.calexp(u.visit, u.detector)) for u in self.inputs.units
                   if self.run.done_info("apply", u.name).get("warped")]
         if not inputs:
-            raise MissingLayer("no calibrated exposure overlaps the coadd grid")
+            raise StepSkipped("no calibrated exposure overlaps the coadd grid")
         self.result.counts["coadd_inputs"] = len(inputs)
-        self.ex.run(_coadd_task, coadd, inputs, grid, self.config.warp.clip, str(self.run.coadd))
+        self.ex.run(_coadd_task, inputs, grid, self.config.warp.clip, str(self.run.coadd))
         self.run.mark_done(step, "all", [self.run.coadd], fingerprint=fp)
 
     def summary(self) -> None:
@@ -265,27 +256,24 @@ class _Run:
         write_summary(self.run, self.inputs, self.config, counts=dict(self.result.counts))
 
 
-def _fit_joint_task(fit_joint, obs: pd.DataFrame, wcs, kwargs: dict[str, Any], options: dict[str, Any]):
-    """Run the joint fit, passing the model options the fitter accepts."""
-    import inspect
-
-    params = inspect.signature(fit_joint).parameters
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    extra = {k: v for k, v in options.items() if accepts_any or k in params}
-    if extra.get("grey_gradient") is False:
-        extra.pop("grey_gradient")
+def _fit_joint_task(obs: pd.DataFrame, wcs, kwargs: dict[str, Any], options: dict[str, Any]):
+    """Run the joint fit with the configured model options."""
     from astropy.table import Table
 
-    return fit_joint(Table.from_pandas(obs), wcs, **kwargs, **extra)
+    extra = dict(options)
+    if not extra.get("grey_gradient"):
+        extra.pop("grey_gradient")
+    # Looked up on the module at call time, so a test can stand in a failing fitter.
+    return fit.fit_joint(Table.from_pandas(obs), wcs, **kwargs, **extra)
 
 
-def _coadd_task(coadd, inputs: list[str], grid: dict[str, Any], clip: bool, out: str) -> str:
+def _coadd_task(inputs: list[str], grid: dict[str, Any], clip: bool, out: str) -> str:
     from ..image import Exposure
 
     target, shape = grid_wcs(grid)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     exposures = [Exposure.read(p) for p in inputs]
-    result = coadd(exposures, target, shape, clip=clip, kernel=grid.get("kernel", "lanczos3"))
+    result = warp.coadd(exposures, target, shape, clip=clip, kernel=grid.get("kernel", "lanczos3"))
     result.write(out)
     return out
 

@@ -8,7 +8,6 @@ writes its files atomically and then a manifest, so a rerun skips it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 import warnings
@@ -26,38 +25,14 @@ from .config import Config
 from .inputs import Unit
 from .layout import RunLayout, fingerprint
 
-__all__ = ["StepContext", "layer", "process_unit", "apply_unit", "MissingLayer"]
+__all__ = ["StepContext", "StepSkipped", "process_unit", "apply_unit"]
 
 log = logging.getLogger("photocalib.pipeline")
 
 
-#: Warnings already given in this process (a missing layer is reported once, not per detector).
-_WARNED: set[str] = set()
-
-
-class MissingLayer(PhotocalibError):
-    """A library layer this step needs is not installed (yet); the step is skipped."""
-
-
-def layer(module: str, *names: str) -> Any:
-    """The first attribute among ``names`` of ``photocalib.<module>``; MissingLayer if none.
-
-    ``module`` may list alternatives separated by ``|`` (``"fit|fit.joint"``): the package
-    first, then the submodule that defines the name.
-    """
-    errors = []
-    for mod_name in module.split("|"):
-        try:
-            mod = importlib.import_module(f"photocalib.{mod_name}")
-        except ImportError as exc:
-            errors.append(f"photocalib.{mod_name} is not available ({exc})")
-            continue
-        for name in names:
-            value = getattr(mod, name, None)
-            if value is not None:
-                return value
-        errors.append(f"photocalib.{mod_name} has none of {', '.join(names)}")
-    raise MissingLayer("; ".join(errors))
+class StepSkipped(PhotocalibError):
+    """A step has nothing to do, or is switched off in the configuration; the run goes on and
+    the report says why."""
 
 
 @dataclass(frozen=True)
@@ -107,16 +82,13 @@ def isr_unit(unit: Unit, flat_spec: str | None, config: Config):
 
     Raises
     ------
-    MissingLayer
-        If photocalib.isr has no raw-processing entry point.
     InputError
         For an unreadable raw HDU, a header without a celestial WCS or ISR keywords, or a
         detector without a dome flat; the message names the file, HDU, visit and detector.
     """
     from ..astrometry import SkyWcs
+    from ..isr import DomeFlat, isr_from_hdu
 
-    isr_from_hdu = layer("isr", "isr_from_hdu")
-    DomeFlat = layer("isr", "DomeFlat")
     where = f"{unit.path}[{unit.hdu}] (visit {unit.visit}, detector {unit.detector})"
     if flat_spec is None:
         raise InputError(f"{where}: no dome flat for detector {unit.detector}; give a flats "
@@ -215,11 +187,12 @@ def _sources(exp_fluence, wcs, config: Config):
 def _single_fits(df: pd.DataFrame, ref: pd.DataFrame | None, wcs, box, config: Config, where: str):
     """Single-detector calibrations: Jacobian-aware and legacy (constant on SB photometry).
 
-    Returns ``{name: PhotoCalib}``; empty when no reference or no photocalib.fit single fitter.
+    Returns ``{name: PhotoCalib}``; empty without a reference.
     """
+    from ..fit import fit_single
+
     if ref is None:
         return {}
-    fit_single = layer("fit", "fit_single", "fit_detector", "single_detector_calibration")
     good = (df["ref_index"] >= 0) & (df["flags"] == 0) & (df["snr"] >= config.measure.min_snr)
     sel = df[good]
     if len(sel) < 3:
@@ -246,9 +219,8 @@ def _single_fits(df: pd.DataFrame, ref: pd.DataFrame | None, wcs, box, config: C
 
 
 def _call_single(fit_single, table, wcs, box, mode: str, order: int):
-    """Call the fit layer's single-detector fitter in one of its documented modes."""
-    result = fit_single(table, wcs=wcs, bbox=box, mode=mode, order=order)
-    return getattr(result, "photo_calib", result)
+    """The single-detector calibration in one of the fitter's modes."""
+    return fit_single(table, wcs=wcs, bbox=box, mode=mode, order=order).photo_calib
 
 
 def _background_order(shape: tuple[int, int], mesh: int, order: int) -> int:
@@ -306,13 +278,7 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
         df.loc[ok, "ref_flux"] = ref["flux"].to_numpy()[idx[ok]]
         df.loc[ok, "ref_flux_err"] = ref["flux_err"].to_numpy()[idx[ok]]
     outputs = []
-    try:
-        calibs = _single_fits(df, ref, wcs, fluence.bbox, cfg, where)
-    except MissingLayer as exc:
-        if "single" not in _WARNED:
-            _WARNED.add("single")
-            log.warning("single-detector calibration skipped: %s", exc)
-        calibs = {}
+    calibs = _single_fits(df, ref, wcs, fluence.bbox, cfg, where)
     for name, calib in calibs.items():
         path = run.single_calib(unit.visit, unit.detector, legacy=(name == "legacy"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +347,8 @@ def apply_unit(unit: Unit, ctx: StepContext, grid: dict[str, Any] | None) -> dic
 
 def make_grid(spec: dict[str, Any]):
     """A SkyGrid from its plain description (so tasks receive a dict, not an object)."""
-    SkyGrid = layer("warp", "SkyGrid")
+    from ..warp import SkyGrid
+
     return SkyGrid(spec["ra"], spec["dec"], spec["pixel_scale"], spec["width"], spec["height"],
                    patch_size=max(spec["width"], spec["height"]))
 
@@ -406,12 +373,12 @@ def _footprint_overlaps(exp, wcs, shape) -> bool:
 
 
 def _warp_unit(calexp, grid: dict[str, Any], path: Path) -> bool:
-    warp_exposure = layer("warp", "warp_exposure")
+    from ..warp import warp_exposure
+
     target, shape = grid_wcs(grid)
     if not _footprint_overlaps(calexp, target, shape):
         return False
-    result = warp_exposure(calexp, target, shape, kernel=grid.get("kernel", "lanczos3"))
-    exp = getattr(result, "exposure", result)
+    exp = warp_exposure(calexp, target, shape, kernel=grid.get("kernel", "lanczos3"))
     path.parent.mkdir(parents=True, exist_ok=True)
     exp.write(path)
     return True

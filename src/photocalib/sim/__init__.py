@@ -48,8 +48,9 @@ Public API
     reference catalog (PS1-like errors: 3 mmag floor, 20 mmag at m = 20).
 ``simulate(out_dir, preset, n_visits, detector_shape, n_detectors, seed, band, star_density, ...,
 client=None)`` -> ``SimulationResult``
-    Renders every (visit, detector) as a Dask task (a ``dask.distributed.Client`` if given,
-    otherwise the local threaded scheduler with 2 workers) and writes the layout below.
+    Renders each visit (and writes each flat) as one task of a :mod:`photocalib.execution`
+    executor (a ``dask.distributed.Client`` if given, otherwise 2 threads of this process)
+    and writes the layout below.
     ``SimulationResult`` has ``camera``, ``survey``, ``stars``, ``refcat``, ``observations``
     (truth table), the paths, ``read_raw``, ``read_dome_flat``, ``header``, and
     ``truth_map(detector, name)``, ``SimulationResult.load(out_dir)``.

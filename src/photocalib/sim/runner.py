@@ -1,4 +1,4 @@
-"""Run a whole simulation: camera, survey, stars, rendering on Dask, and the on-disk layout.
+"""Run a whole simulation: camera, survey, stars, rendering through an Executor, and the on-disk layout.
 
 :func:`simulate` writes raw visits, flats, the reference catalog and the truth; :class:`SimulationResult`
 holds their paths and the in-memory truth, and :meth:`SimulationResult.load` reads a run back.
@@ -10,11 +10,11 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +22,7 @@ from astropy.io import fits
 
 from .._io import atomic_write, atomic_write_hdulist
 from ..errors import InputError
+from ..execution import Executor, ThreadExecutor, as_executor
 from . import render
 from .camera import Camera, sky_to_tangent
 from .stars import StarCatalog, make_refcat, make_stars, write_parquet
@@ -241,11 +242,34 @@ def _write_truth_maps(path: Path, camera: Camera, detector: int, band: str) -> P
     return path
 
 
-def _scheduler_kwargs(client, scheduler: str | None, num_workers: int | None) -> dict[str, Any]:
+def _executor(client, scheduler: str | None, num_workers: int | None) -> tuple[Executor, Any]:
+    """The executor the rendering runs on, and a local cluster to close afterwards (or None)."""
     if client is not None:
-        return {"scheduler": client}
+        return as_executor(client), None
     workers = num_workers or min(2, os.cpu_count() or 1)
-    return {"scheduler": scheduler or "threads", "num_workers": workers}
+    if scheduler in (None, "threads"):
+        return ThreadExecutor(workers), None
+    if scheduler == "synchronous":
+        return ThreadExecutor(1), None
+    if scheduler == "processes":
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        return as_executor(Client(cluster)), cluster
+    raise InputError(f"simulate: scheduler={scheduler!r} is not one of 'threads', 'synchronous', "
+                     "'processes'; or pass client= for a dask.distributed cluster")
+
+
+def _render_visit(path: Path, camera: Camera, survey: Survey, visit: int, vstars: dict[str, np.ndarray],
+                  seed: int) -> dict[str, np.ndarray]:
+    dets = [render.render_detector(camera, survey, visit, d.id, vstars, seed) for d in camera.detectors]
+    return _write_visit(path, camera, survey, visit, dets)
+
+
+def _sim_task(task: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
+    fn, args = task
+    return fn(*args)
 
 
 def simulate(
@@ -302,10 +326,11 @@ def simulate(
     camera : Camera, optional
     survey_options, camera_options : dict, optional
         Extra :class:`SurveyConfig` / :class:`CameraConfig` fields.
-    client : dask.distributed.Client, optional
-        Run the tasks on this cluster; otherwise a local scheduler.
-    scheduler : {"processes", "threads", "synchronous"}, optional
-        Local Dask scheduler (default ``"threads"``; "processes" needs an ``if __name__ == "__main__"`` guard in scripts).
+    client : dask.distributed.Client or photocalib.execution.Executor, optional
+        Run the tasks there; otherwise in this process.
+    scheduler : {"threads", "synchronous", "processes"}, optional
+        Without ``client``: threads of this process (default), one thread, or a temporary
+        local Dask cluster of processes (needs an ``if __name__ == "__main__"`` guard in scripts).
     num_workers : int, optional
         Local workers (default ``min(2, cpu_count)``).
 
@@ -334,28 +359,33 @@ def simulate(
 
     res = SimulationResult(out_dir=out, camera=camera, survey=survey, stars=stars, refcat=refcat,
                            observations=pa.table({}))
+    # One task per visit (its detectors, then its file) and one per flat or truth map.
     visit_tasks = []
     for v in survey.visits:
         vstars = _stars_for_visit(camera, survey, v.visit, stars)
-        dets = [dask.delayed(render.render_detector, pure=False)(camera, survey, v.visit, d.id, vstars, seed)
-                for d in camera.detectors]
         path = out / "raw" / f"visit-{v.visit:06d}.fits"
         res.raw_paths[v.visit] = path
-        visit_tasks.append(dask.delayed(_write_visit, pure=False)(path, camera, survey, v.visit, dets))
+        visit_tasks.append((_render_visit, (path, camera, survey, v.visit, vstars, seed)))
     other = []
     for d in camera.detectors:
         p = out / "flats" / f"dome-{band}-{d.id:03d}.fits"
         res.dome_flat_paths[d.id] = p
-        other.append(dask.delayed(_write_dome, pure=False)(p, camera, d.id, band, flat_level_e, seed))
+        other.append((_write_dome, (p, camera, d.id, band, flat_level_e, seed)))
         if mono_flats:
             p = out / "flats" / f"mono-{band}-{d.id:03d}.fits"
             res.mono_flat_paths[d.id] = p
-            other.append(dask.delayed(_write_mono, pure=False)(p, camera, d.id, band, mono_step_nm, flat_level_e, seed))
+            other.append((_write_mono, (p, camera, d.id, band, mono_step_nm, flat_level_e, seed)))
         if truth_maps_on:
             p = out / "truth" / f"maps-{d.id:03d}.fits"
             res.truth_map_paths[d.id] = p
-            other.append(dask.delayed(_write_truth_maps, pure=False)(p, camera, d.id, band))
-    results = dask.compute(*visit_tasks, *other, **_scheduler_kwargs(client, scheduler, num_workers))
+            other.append((_write_truth_maps, (p, camera, d.id, band)))
+    ex, cluster = _executor(client, scheduler, num_workers)
+    try:
+        results = ex.map(_sim_task, visit_tasks + other, desc="simulate")
+    finally:
+        if cluster is not None:
+            ex.client.close()
+            cluster.close()
     obs_parts = results[: len(visit_tasks)]
     cols = obs_parts[0].keys()
     obs = pa.table({k: np.concatenate([p[k] for p in obs_parts]) for k in cols})

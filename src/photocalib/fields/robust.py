@@ -1,6 +1,7 @@
 """Iteratively sigma-clipped weighted fits of a constant or a Chebyshev field.
 
-Shared by aperture corrections (measure) and the single-detector calibration (fit).
+Shared by aperture corrections (measure), sky models (background) and the single-detector
+calibration (fit), so it lives with the fields it fits.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..fields import BoundedField, ChebyshevField, ConstantField
 from ..geom import Box
+from .base import BoundedField
+from .chebyshev import ChebyshevField
+from .constant import ConstantField
 
 __all__ = ["RobustFit", "robust_field_fit"]
 

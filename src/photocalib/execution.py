@@ -1,0 +1,291 @@
+"""One way to run independent tasks: threads in this process, or a ``dask.distributed`` cluster.
+
+The pipeline's per-detector steps, the simulator's rendering and the joint fit's map step all
+go through an :class:`Executor`, so retries, fault recovery and error messages live here once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .errors import InputError, PhotocalibError
+
+__all__ = ["Executor", "ThreadExecutor", "DaskExecutor", "as_executor", "Scattered"]
+
+
+class Executor:
+    """Maps a function over independent work items and returns the results in input order.
+
+    Subclasses say where the work runs: :class:`ThreadExecutor` (this process) or
+    :class:`DaskExecutor` (a ``dask.distributed`` client). Everything that fans work out in
+    photocalib takes one, or ``client=`` from which :func:`as_executor` makes one.
+
+    Examples
+    --------
+    >>> from photocalib.execution import ThreadExecutor
+    >>> ThreadExecutor(2).map(pow, [1, 2, 3], 2)
+    [1, 4, 9]
+    """
+
+    #: The ``dask.distributed.Client`` the work runs on, or None in process.
+    client: Any = None
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any], *args: Any,
+            desc: str | None = None, progress: bool = False, **kwargs: Any) -> list[Any]:
+        """``[fn(item, *args, **kwargs) for item in items]``, run in parallel, in input order.
+
+        Parameters
+        ----------
+        fn : callable
+            A function of one work item (plus the shared ``args``/``kwargs``).
+        items : sequence
+            The work items.
+        desc : str, optional
+            What the tasks do, for the progress bar and error messages.
+        progress : bool
+            Show a progress bar on stderr.
+
+        Raises
+        ------
+        PhotocalibError
+            From the first task that failed for good; a task's own PhotocalibError is raised
+            unchanged, any other error is wrapped with the work item named.
+        """
+        items = list(items)
+        if not items:
+            return []
+        bar = _bar(len(items), desc or getattr(fn, "__name__", "tasks"), progress)
+        try:
+            return self._map(fn, items, args, kwargs, bar.update)
+        finally:
+            bar.close()
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one function (a reduce step) where the work runs; returns its result."""
+        return self.map(_call, [None], fn, args, kwargs)[0]
+
+    def scatter(self, items: Sequence[Any]) -> Scattered:
+        """Place ``items`` where the tasks run, once, for several :meth:`map_scattered` calls."""
+        return Scattered(list(items), list(items))
+
+    def map_scattered(self, fn: Callable[..., Any], data: Scattered,
+                      per_item: Sequence[tuple[Any, ...]] | None = None, *args: Any) -> list[Any]:
+        """``[fn(data[i], *per_item[i], *args) for i]`` on data placed by :meth:`scatter`.
+
+        On a cluster, a datum lost with a dying worker is placed again from this process's copy
+        and its task rerun (``fn`` must be a pure function of its arguments).
+        """
+        per = list(per_item) if per_item is not None else [()] * len(data.local)
+        return self._map(_apply_scattered, list(zip(data.handles, per, strict=True)),
+                         (fn, args), {}, None)
+
+    def _map(self, fn, items, args, kwargs, update) -> list[Any]:
+        raise NotImplementedError
+
+
+def _call(_item, fn, args, kwargs):
+    return fn(*args, **kwargs)
+
+
+def _apply_scattered(pair, fn, args):
+    datum, extra = pair
+    return fn(datum, *extra, *args)
+
+
+class Scattered:
+    """Data placed for repeated maps: the local copies and where each one lives."""
+
+    def __init__(self, local: list[Any], handles: list[Any]) -> None:
+        self.local = local
+        self.handles = handles
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+
+class ThreadExecutor(Executor):
+    """Runs tasks on ``n_threads`` threads of this process (one: serially, in order).
+
+    Threads suit photocalib's work: NumPy, astropy's WCS and the Numba kernels release the GIL.
+
+    Parameters
+    ----------
+    n_threads : int, optional
+        Default ``min(2, os.cpu_count())``.
+    """
+
+    def __init__(self, n_threads: int | None = None) -> None:
+        self.n_threads = max(1, int(n_threads or min(2, os.cpu_count() or 1)))
+
+    def _map(self, fn, items, args, kwargs, update) -> list[Any]:
+        if self.n_threads == 1 or len(items) == 1:
+            out = []
+            for item in items:
+                out.append(fn(item, *args, **kwargs))
+                if update:
+                    update(1)
+            return out
+        with ThreadPoolExecutor(max_workers=min(self.n_threads, len(items))) as pool:
+            futures = [pool.submit(fn, item, *args, **kwargs) for item in items]
+            try:
+                out = []
+                for f in futures:
+                    out.append(f.result())
+                    if update:
+                        update(1)
+                return out
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def __repr__(self) -> str:
+        return f"ThreadExecutor(n_threads={self.n_threads})"
+
+
+class DaskExecutor(Executor):
+    """Runs tasks on a ``dask.distributed`` client, retrying a task that raised or lost its worker.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    retries : int
+        Times Dask retries a failed task before the map fails.
+    """
+
+    #: Times a datum placed by :meth:`scatter` is placed again after its worker died.
+    max_rescatter = 3
+
+    def __init__(self, client: Any, retries: int = 3) -> None:
+        self.client = client
+        self.retries = int(retries)
+
+    def _map(self, fn, items, args, kwargs, update) -> list[Any]:
+        from distributed import as_completed
+
+        name = getattr(fn, "__name__", "task")
+        stamp = time.monotonic_ns()
+        futures = [self.client.submit(fn, item, *args, retries=self.retries, pure=False,
+                                      key=f"{name}-{_key(item)}-{stamp}-{i}", **kwargs)
+                   for i, item in enumerate(items)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(items)
+        try:
+            for future in as_completed(futures):
+                i = index[future.key]
+                try:
+                    results[i] = future.result()
+                except PhotocalibError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - name the item whatever failed
+                    raise PhotocalibError(
+                        f"task {name} failed for {items[i]!r} after {self.retries} retries: "
+                        f"{type(exc).__name__}: {exc}") from exc
+                if update:
+                    update(1)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return results
+
+    def scatter(self, items: Sequence[Any]) -> Scattered:
+        local = list(items)
+        return Scattered(local, list(self.client.scatter(local, broadcast=False)))
+
+    def map_scattered(self, fn, data: Scattered, per_item=None, *args) -> list[Any]:
+        # Scattered data has no lineage: when the worker holding a datum dies, the tasks that
+        # need it fail. Place a fresh copy and rerun just those tasks; ``fn`` is pure, so the
+        # result is the one an undisturbed run gives.
+        from concurrent.futures import CancelledError
+
+        from distributed.comm.core import CommClosedError
+        from distributed.scheduler import KilledWorker
+
+        lost_types = (CancelledError, KilledWorker, CommClosedError)
+        per = list(per_item) if per_item is not None else [()] * len(data)
+        results: list[Any] = [None] * len(data)
+        todo = list(range(len(data)))
+        last: BaseException | None = None
+        for attempt in range(self.max_rescatter + 1):
+            futs = {i: self.client.submit(fn, data.handles[i], *per[i], *args, pure=False)
+                    for i in todo}
+            lost = []
+            for i, fut in futs.items():
+                try:
+                    results[i] = fut.result()
+                except lost_types as exc:
+                    lost.append(i)
+                    last = exc
+            if not lost:
+                return results
+            if attempt == self.max_rescatter:
+                break
+            try:
+                fresh = self.client.scatter([data.local[i] for i in lost], broadcast=False)
+            except (OSError, TimeoutError) as exc:
+                raise PhotocalibError(
+                    f"a Dask worker died and the {len(lost)} data it held could not be placed "
+                    f"again ({exc}); check the cluster, or run without a client") from exc
+            for i, f in zip(lost, fresh, strict=True):
+                data.handles[i] = f
+            todo = lost
+        raise PhotocalibError(
+            f"Dask workers kept dying: {len(todo)} data were lost {self.max_rescatter + 1} times "
+            f"(last: {type(last).__name__}: {last}); check the workers' memory limit and logs, "
+            "or run without a client")
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.client!r}, retries={self.retries})"
+
+
+def as_executor(where: Executor | Any | None = None, n_threads: int | None = None) -> Executor:
+    """An Executor from what a caller gave: an Executor, a ``distributed.Client``, or None.
+
+    Parameters
+    ----------
+    where : Executor, distributed.Client or None
+        None gives a :class:`ThreadExecutor` with ``n_threads`` threads.
+    n_threads : int, optional
+        Threads for the in-process executor.
+
+    Examples
+    --------
+    >>> as_executor(None, n_threads=1)
+    ThreadExecutor(n_threads=1)
+    """
+    if isinstance(where, Executor):
+        return where
+    if where is None:
+        return ThreadExecutor(n_threads)
+    if not hasattr(where, "submit") or not hasattr(where, "scatter"):
+        raise InputError(f"expected an Executor or a dask.distributed Client, got {type(where).__name__}; "
+                         "pass client=None to run in this process")
+    return DaskExecutor(where)
+
+
+def _key(item: Any) -> str:
+    """A short, key-safe name for a work item."""
+    text = "-".join(str(v) for v in item) if isinstance(item, tuple) else str(item)
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:60]
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="task", leave=False, dynamic_ncols=True)
+

@@ -1,0 +1,88 @@
+"""The one execution interface: threads in process, or a dask.distributed client."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from photocalib.errors import InputError, PhotocalibError
+from photocalib.execution import DaskExecutor, ThreadExecutor, as_executor
+
+
+def _square_plus(x, offset=0):
+    return x * x + offset
+
+
+def _fail_on_three(x):
+    if x == 3:
+        raise RuntimeError("boom")
+    return x
+
+
+def test_threads_keep_input_order_and_use_several_threads():
+    seen = set()
+
+    def record(x):
+        seen.add(threading.get_ident())
+        return -x
+
+    items = list(range(50))
+    assert ThreadExecutor(4).map(record, items) == [-x for x in items]
+    assert ThreadExecutor(1).map(_square_plus, [1, 2, 3], offset=1) == [2, 5, 10]
+    assert ThreadExecutor(2).run(_square_plus, 4, offset=1) == 17
+    assert ThreadExecutor(3).map(record, []) == []
+
+
+def test_threads_raise_the_task_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        ThreadExecutor(2).map(_fail_on_three, [1, 2, 3, 4])
+
+
+def test_as_executor():
+    ex = ThreadExecutor(2)
+    assert as_executor(ex) is ex
+    assert isinstance(as_executor(None), ThreadExecutor)
+    with pytest.raises(InputError, match="Client"):
+        as_executor(42)
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def test_dask_map_matches_threads(client):
+    ex = as_executor(client)
+    assert isinstance(ex, DaskExecutor) and ex.client is client
+    items = list(range(20))
+    assert ex.map(_square_plus, items, offset=3) == ThreadExecutor(2).map(_square_plus, items, offset=3)
+    assert ex.run(_square_plus, 5) == 25
+
+
+def test_dask_map_names_the_failed_item(client):
+    ex = DaskExecutor(client, retries=0)
+    with pytest.raises(PhotocalibError, match=r"_fail_on_three failed for 3 .*RuntimeError: boom"):
+        ex.map(_fail_on_three, [1, 2, 3, 4])
+
+
+def _total(chunk, scale, shift):
+    return scale * sum(chunk) + shift
+
+
+def test_map_scattered_places_lost_data_again(client):
+    chunks = [[1, 2], [3, 4, 5], [6]]
+    per = [(10,), (100,), (1000,)]
+    expected = ThreadExecutor(2).map_scattered(_total, ThreadExecutor(2).scatter(chunks), per, 1)
+    assert expected == [31, 1201, 6001]
+    ex = DaskExecutor(client)
+    data = ex.scatter(chunks)
+    assert ex.map_scattered(_total, data, per, 1) == expected
+    # Losing a datum (as when its worker dies) makes its task fail; it is placed again.
+    lost = data.handles[1]
+    client.cancel(lost)
+    assert ex.map_scattered(_total, data, per, 1) == expected
+    assert data.handles[1] is not lost
