@@ -1,7 +1,8 @@
 """Aperture photometry on fluence images, in pixel circles or in exact angular ellipses.
 
 An aperture of radius r arcsec around a source is the set of pixel offsets d with |J d| <= r,
-J the local Jacobian of the WCS: an ellipse, summed with exact pixel-overlap weights by sep.
+J the local Jacobian of the WCS: an ellipse, summed with exact pixel-overlap weights (strip
+integrals in ``_kernels``; sep's exact mode is the independent check in the tests).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import enum
 
 import numpy as np
-import sep
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
@@ -66,6 +66,16 @@ def _native(a: np.ndarray, dtype=None) -> np.ndarray:
         except ValueError:
             return a.copy()
         return view
+    return a
+
+
+def _native_float(a) -> np.ndarray:
+    """``a`` as float32 or float64 in native byte order (FITS data arrive big-endian)."""
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64) and a.dtype.newbyteorder("=") not in (np.float32, np.float64):
+        return a.astype(np.float64)
+    if not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
     return a
 
 
@@ -147,78 +157,59 @@ def sum_ellipses(
     flux, flux_err, flags : numpy.ndarray
         ``flags`` are :class:`PhotFlag` bits (EDGE, MASKED, ALL_MASKED, SATURATED, NONFINITE).
     """
-    data = _native(image)
-    if data.dtype not in (np.float32, np.float64):
-        data = data.astype(np.float64)
-    # sep wants 1-D arrays of one length (scalars raise inside it).
+    data = _native_float(image)
     x, y, a, b, theta = (
         np.ascontiguousarray(v, dtype=np.float64)
         for v in np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x, y, a, b, theta)))
     )
-    kwargs: dict = {"subpix": 0}
+    var = None
     if variance is not None:
-        var = _native(variance)
+        var = _native_float(variance)
         if var.shape != data.shape:
             raise InputError(f"variance shape {var.shape} differs from image shape {data.shape}")
-        if var.dtype not in (np.float32, np.float64):
-            var = var.astype(np.float64)
-    badpix = None
-    satpix = None
-    # Unusable values (non-finite pixels, non-finite or negative variances) are missing data:
-    # masked like BAD pixels, and replaced in a copy so no NaN reaches the sums.
-    unusable = _unusable(data, var if variance is not None else None, "aperture_photometry")
-    if unusable is not None:
-        badpix = unusable
-        data = np.where(unusable, 0.0, data).astype(data.dtype)
-        if variance is not None:
-            var = np.where(unusable, 0.0, var).astype(var.dtype)
-        kwargs["mask"] = badpix
-    if variance is not None:
-        kwargs["var"] = var
+    m = None
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != data.shape:
             raise InputError(f"mask shape {m.shape} differs from image shape {data.shape}")
-        # One cheap scan first: most exposures have no mask bits set at all.
-        if m.any():
-            bad = (m & np.uint32(bad_mask)) != 0
-            if bad.any():
-                badpix = bad if badpix is None else (badpix | bad)
-                kwargs["mask"] = badpix
-            sat = (m & np.uint32(MaskPlane.SAT)) != 0
-            if sat.any():
-                satpix = sat.astype(np.float32)
-    circles = bool(np.all(a == b))
-    if circles and badpix is None:
-        # Our strip-integral kernel: exact like sep's, faster, and sources sorted by row so
-        # consecutive apertures touch nearby memory.
-        order = np.argsort(y, kind="stable")
-        var_in = kwargs.get("var", np.zeros((1, 1), dtype=data.dtype))
-        f_s, v_s, t_s = _kernels.sum_circles(data, var_in, x[order], y[order], a[order])
-        flux = np.empty_like(f_s)
-        vsum = np.empty_like(v_s)
-        trunc = np.empty_like(t_s)
-        flux[order], vsum[order], trunc[order] = f_s, v_s, t_s
-        err = np.sqrt(vsum)
-        sflags = np.where(trunc, sep.APER_TRUNC, 0)
-    elif circles:
-        flux, err, sflags = sep.sum_circle(data, x, y, a, **kwargs)
-    else:
-        flux, err, sflags = sep.sum_ellipse(data, x, y, a, b, theta, 1.0, **kwargs)
-    flags = np.zeros(np.shape(flux), dtype=np.int32)
-    flags[(sflags & sep.APER_TRUNC) != 0] |= PhotFlag.EDGE
-    flags[(sflags & sep.APER_HASMASKED) != 0] |= PhotFlag.MASKED
-    flags[(sflags & sep.APER_ALLMASKED) != 0] |= PhotFlag.ALL_MASKED
-    if satpix is not None:
-        if circles:
-            nsat, _, _ = _kernels.sum_circles(satpix, np.zeros((1, 1), np.float32), x, y, a)
-        else:
-            nsat, _, _ = sep.sum_ellipse(satpix, x, y, a, b, theta, 1.0, subpix=0)
-        flags[nsat > 0] |= PhotFlag.SATURATED
+        if m.dtype != np.uint32:
+            m = m.astype(np.uint32)
+    if np.any(~(a > 0)) or np.any(~(b > 0)) or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise InputError("sum_ellipses: the semi-axes a and b must be positive and finite")
+    # A source without a finite position or angle gets NaN and NONFINITE, not an exception.
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(theta)
+    flux = np.full(x.shape, np.nan)
+    err = np.full(x.shape, np.nan)
+    flags = np.zeros(x.shape, dtype=np.int32)
+    if ok.any():
+        sel = (slice(None),) if ok.all() else (ok,)
+        flux[sel], err[sel], flags[sel] = _sum_apertures(
+            data, var, m, bad_mask, x[sel], y[sel], a[sel], b[sel], theta[sel], bool(np.all(a == b)))
     flags[~np.isfinite(flux)] |= PhotFlag.NONFINITE
     if variance is None:
         err = np.full(np.shape(flux), np.nan)
     return np.asarray(flux, dtype=np.float64), np.asarray(err, dtype=np.float64), flags
+
+
+def _sum_apertures(data, var, mask, bad_mask, x, y, a, b, theta, circles):
+    """Our exact-overlap kernels; they read only the pixels under the apertures."""
+    # Row-sorted sources: consecutive apertures touch nearby memory.
+    order = np.argsort(y, kind="stable")
+    var_in = var if var is not None else np.zeros((1, 1), dtype=data.dtype)
+    mask_in = mask if mask is not None else np.zeros((1, 1), dtype=np.uint32)
+    args = (data, var_in, mask_in, int(bad_mask), int(MaskPlane.SAT), x[order], y[order], a[order])
+    if circles:
+        f_s, v_s, fl_s, saw_positive = _kernels.sum_circles(*args)
+    else:
+        f_s, v_s, fl_s, saw_positive = _kernels.sum_ellipses(*args, b[order], theta[order])
+    if var is not None and not saw_positive:
+        # Every summed variance was zero or unusable: refuse only if the whole plane is.
+        _unusable(data[:0], var, "aperture_photometry")
+    flux = np.empty_like(f_s)
+    vsum = np.empty_like(v_s)
+    flags = np.empty_like(fl_s)
+    flux[order], vsum[order], flags[order] = f_s, v_s, fl_s
+    return flux, np.sqrt(vsum), flags
 
 
 def _unusable(data: np.ndarray, var: np.ndarray | None, operation: str) -> np.ndarray | None:
