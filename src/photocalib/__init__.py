@@ -6,7 +6,7 @@ area |det J| of the WCS. See docs/design.md for the conventions and the layers.
 
 from __future__ import annotations
 
-from . import astrometry, background, calib, fields, fit, image, isr, measure, warp
+from . import astrometry, background, calib, fields, fit, image, instruments, isr, measure, warp
 from .astrometry import SkyWcs
 from .calib import PhotoCalib
 from .errors import ImageKindError, InputError, OutputError, PhotocalibError
@@ -21,6 +21,7 @@ from .fields import (
 )
 from .geom import Box
 from .image import Exposure, ImageKind
+from .instruments import read_exposures
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "ProductField",
     "QuotientField",
     "SkyWcs",
+    "read_exposures",
     "SplineField",
     "astrometry",
     "background",
@@ -47,6 +49,7 @@ __all__ = [
     "fields",
     "fit",
     "image",
+    "instruments",
     "isr",
     "measure",
     "warp",

@@ -99,10 +99,19 @@ def _check_complete(hdul: fits.HDUList, path: Path) -> None:
         end = info["datLoc"] + info["datSpan"]
     except Exception as exc:  # noqa: BLE001 - astropy raises many types on a damaged file
         raise InputError(f"{path}: damaged FITS structure ({exc}); the file may be truncated") from exc
+    if _is_compressed(path):
+        return  # sizes are of the decompressed stream; a cut stream fails to decompress instead
     size = path.stat().st_size
     if size < end:
         raise InputError(f"{path}: truncated: {size} bytes, but its HDUs need {end}; "
                          "the file was cut short (copy it again)")
+
+
+def _is_compressed(path: Path) -> bool:
+    """Whether the whole file is a gzip, bzip2 or zip stream (astropy opens those too)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic[:4] == b"PK\x03\x04"
 
 
 @contextlib.contextmanager
