@@ -16,7 +16,10 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "photocalib"
 #: execution, ...) are rank 0. Processing layers share a rank and never import each other.
 LAYERS = {
     "fields": 1, "astrometry": 2, "image": 3, "calib": 4,
-    "isr": 5, "background": 5, "measure": 5, "warp": 5, "refcat": 5, "instruments": 5,
+    # instruments reads headers into Exposures and calibrations: above calib, below isr (whose
+    # multi-amplifier ISR may use its amplifier layouts).
+    "instruments": 4.5,
+    "isr": 5, "background": 5, "measure": 5, "warp": 5, "refcat": 5,
     "fit": 6, "sim": 7, "pipeline": 8, "cli": 9,
 }
 

@@ -1,8 +1,9 @@
 """Instrument descriptions and ``read_exposures``: survey files in, Exposures out.
 
-A layer between ``calib`` and the processing layers (``isr``, ``background``, ...): it reads
-headers and pixels with :mod:`photocalib.image` and builds calibrations with
-:mod:`photocalib.calib`, and imports nothing above them. ``isr`` may use its amplifier layouts.
+A layer of its own between ``calib`` and the processing layers (``isr``, ``background``, ...;
+``tests/core/test_imports.py`` gives it rank 4.5): it reads headers and pixels with
+:mod:`photocalib.image` and builds calibrations with :mod:`photocalib.calib`, and imports nothing
+above them, so ``isr`` may use its amplifier layouts.
 
 >>> import photocalib as pc
 >>> pc.instruments.names()[-1]
