@@ -72,6 +72,18 @@ def _sky_wcs(header: fits.Header, hdul: fits.HDUList, where: str):
         raise InputError(f"{where}: {exc}") from exc
 
 
+def read_image(path: Path, hdu: int | str | None):
+    """(Exposure, instrument name) of the image in ``path`` through :func:`read_exposures`: the
+    first detector (or ``hdu``), with its survey's kind, unit, variance and mask."""
+    from ..instruments import read_exposures
+
+    exps = read_exposures(path, hdu=hdu)
+    if len(exps) > 1:
+        log.warning("%s has %d detector images; using the first (pass --hdu for another)",
+                    path, len(exps))
+    return exps[0], str(exps[0].metadata.get("PCINSTR", "generic"))
+
+
 def area_map(path: str | os.PathLike, out: str | os.PathLike | None = None,
              hdu: int | str | None = None, dtype: str = "float64") -> Path:
     """Write the pixel-area map |det J| (arcsec²) of every image HDU of ``path`` with a WCS.
@@ -168,18 +180,19 @@ def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | No
     InputError
         For a missing or unreadable file or an image without a celestial WCS.
     """
-    from ..image import Exposure, ImageKind
+    from ..image import ImageKind
 
     path = Path(path)
     target = ImageKind.parse(kind)
     suffix = "fluence" if target is ImageKind.FLUENCE else "sb"
     out = Path(out) if out is not None else default_output(path, suffix)
-    exp = Exposure.read(path, hdu=hdu)
+    exp, instrument = read_image(path, hdu)
     if exp.wcs is None:
         raise InputError(f"{path}: the image has no WCS, so its pixel area is unknown; "
                          "add WCS keywords (CTYPEi, CRVALi, CRPIXi, CDi_j) to its header")
     with open_fits(path) as hdul:
-        has_kind = any("PCKIND" in h.header for h in hdul)
+        # A survey file read by its instrument's reader has a known kind.
+        has_kind = instrument != "generic" or any("PCKIND" in h.header for h in hdul)
     if input_kind is not None:
         exp = exp.replace(kind=ImageKind.parse(input_kind))
     elif not has_kind:
@@ -209,12 +222,11 @@ def apply_calibration(path: str | os.PathLike, calib_path: str | os.PathLike,
     pathlib.Path
     """
     from ..calib import PhotoCalib
-    from ..image import Exposure
 
     path = Path(path)
     out = Path(out) if out is not None else default_output(path, "calexp")
     calib = PhotoCalib.read(calib_path)
-    exp = Exposure.read(path, hdu=hdu)
+    exp, _ = read_image(path, hdu)
     if exp.kind is not calib.kind:
         exp = exp.to_kind(calib.kind)
     calibrated = calib.calibrate_image(exp)
