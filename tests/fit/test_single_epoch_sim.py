@@ -189,14 +189,18 @@ def test_background_on_sb_is_flat_and_on_fluence_keeps_the_area(processed, sim):
 
 
 def test_process_detector_writes_a_calibrated_catalog(sim, tmp_path):
-    from photocalib.fit import process_detector, read_catalog, write_catalog
+    from photocalib.background import BackgroundConfig
+    from photocalib.fit import SingleFitConfig, process_detector, read_catalog, write_catalog
+    from photocalib.measure import MeasureConfig
 
     ref = Table({k: np.asarray(sim.refcat[k]) for k in ("star", "ra", "dec", "flux", "flux_err")})
     visit, det = sim.visits[0], sim.detectors[0]
     raw, header = sim.read_raw(visit, det)
     flat, flat_header = sim.read_dome_flat(det)
     out = process_detector(fits.ImageHDU(raw, header), DomeFlat.from_array(flat, header=flat_header), ref,
-                           mesh_size=128, threshold=10.0)
+                           background=BackgroundConfig(mesh_size=128),
+                           measure=MeasureConfig(threshold=10.0, min_snr=50.0),
+                           single=SingleFitConfig(compare_legacy=False))
     cat = out.catalog
     assert out.exposure.kind.value == "FLUENCE" and out.exposure.photo_calib is out.fit.photo_calib
     for col in ("instflux", "instflux_err", "instflux_nJy", "instflux_nJy_err", "instflux_mag",

@@ -3,6 +3,7 @@
 Layer 5 (processing).
 """
 
+from .config import BackgroundConfig
 from .mesh import (
     DEFAULT_BACKGROUND_MASK,
     MeshGrid,
@@ -14,6 +15,7 @@ from .mesh import (
 )
 
 __all__ = [
+    "BackgroundConfig",
     "DEFAULT_BACKGROUND_MASK",
     "MeshGrid",
     "MeshSplineField",

@@ -1,14 +1,12 @@
 """Source catalogs of one detector: calibrated fluxes, magnitudes and provenance, as Parquet.
 
-Also the single-epoch chain from a raw detector to a calibrated catalog, in the order the three
-rules impose: flat-field (SB), background on SB, detect and photometer on fluence, calibrate.
+The chain that makes them from an exposure is :func:`photocalib.fit.process_detector`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +16,8 @@ from astropy.table import Table
 from .._io import atomic_write
 from ..errors import ImageKindError, InputError
 from ..image.kind import ImageKind
-from .single import SingleFitResult, fit_single, match_reference
 
-__all__ = ["source_catalog", "write_catalog", "read_catalog", "DetectorResult", "process_detector"]
+__all__ = ["source_catalog", "write_catalog", "read_catalog"]
 
 
 def source_catalog(phot: Table, photo_calib, wcs=None, *, kind: ImageKind | str | None = None) -> Table:
@@ -137,109 +134,3 @@ def read_catalog(path: str | os.PathLike) -> Table:
             out[name].unit = unit
     out.meta.update(info.get("meta", {}))
     return out
-
-
-@dataclass(frozen=True)
-class DetectorResult:
-    """What :func:`process_detector` produces.
-
-    Attributes
-    ----------
-    exposure : Exposure
-        Background-subtracted FLUENCE exposure.
-    background : BoundedField
-        The sky model (SB units).
-    catalog : astropy Table
-        Calibrated source catalog (all detections; ``ref_*`` columns where matched).
-    fit : SingleFitResult or None
-        The calibration fit (None without a reference catalog).
-    """
-
-    exposure: object
-    background: object
-    catalog: Table
-    fit: SingleFitResult | None
-
-
-def process_detector(
-    raw_hdu,
-    flat,
-    reference: Table | None = None,
-    *,
-    aperture_arcsec: float = 2.0,
-    threshold: float = 10.0,
-    mesh_size: int = 128,
-    match_radius_arcsec: float = 1.0,
-    order: int | None = 0,
-    min_snr: float = 50.0,
-    deblend: bool = True,
-) -> DetectorResult:
-    """Raw detector HDU → calibrated catalog, following the three rules.
-
-    ISR and dome flat (SB) → background estimated and subtracted on SB → fluence → detection,
-    centroids and angular-aperture photometry on fluence → match to ``reference`` (``ra``,
-    ``dec``, ``flux``, ``flux_err`` in nJy) → FLUENCE PhotoCalib fitted on bright unflagged stars
-    → calibrated catalog.
-
-    Parameters
-    ----------
-    raw_hdu : astropy ImageHDU
-        Raw detector image with GAIN, RDNOISE, BIAS, SATURATE and the WCS.
-    flat : DomeFlat or numpy.ndarray
-        Its dome flat.
-    reference : Table, optional
-        Reference catalog.
-    aperture_arcsec : float
-        Photometry aperture radius.
-    threshold : float
-        Detection threshold (σ).
-    mesh_size : int
-        Background mesh size (pixels).
-    match_radius_arcsec : float
-        Reference match radius.
-    order : int or None
-        Calibration field order (0/None: constant).
-    min_snr : float
-        Stars used in the calibration fit have at least this S/N.
-    deblend : bool
-        Run sep's deblender.
-
-    Returns
-    -------
-    DetectorResult
-    """
-    from .. import background, measure
-    from ..isr import isr_from_hdu
-
-    sb = isr_from_hdu(raw_hdu, flat)
-    bg = background.estimate(sb, mesh_size=mesh_size)
-    fluence = background.subtract(sb, bg).to_fluence()
-    found = measure.detect(fluence, threshold, deblend=deblend)
-    phot = measure.aperture_photometry(fluence, found["x"], found["y"], radius_arcsec=aperture_arcsec)
-    # Detection knows about merged/deblended objects and saturated footprints; keep both.
-    flags = np.asarray(phot["flags"])
-    flags = flags | np.where(np.asarray(found["saturated"]), int(measure.PhotFlag.SATURATED), 0)
-    flags = flags | np.where(np.asarray(found["blended"]), int(measure.PhotFlag.BLENDED), 0)
-    phot["flags"] = flags
-    wcs = fluence.wcs
-    ra, dec = wcs.pixel_to_sky(np.asarray(phot["x"]), np.asarray(phot["y"]))
-    phot["ra"] = np.asarray(ra, dtype=np.float64)
-    phot["dec"] = np.asarray(dec, dtype=np.float64)
-    result_fit = None
-    if reference is not None:
-        phot = match_reference(phot, reference, match_radius_arcsec)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            snr = np.asarray(phot["instflux"]) / np.asarray(phot["instflux_err"])
-        good = (np.asarray(phot["ref_index"]) >= 0) & (np.asarray(phot["flags"]) == 0) & (snr >= min_snr)
-        result_fit = fit_single(phot[good], wcs=wcs, bbox=fluence.bbox, mode="fluence", order=order)
-        calib = result_fit.photo_calib
-    else:
-        from ..calib import PhotoCalib
-
-        calib = PhotoCalib(1.0, kind=ImageKind.FLUENCE)  # uncalibrated: nJy = counts
-    catalog = source_catalog(phot, calib, wcs, kind=ImageKind.FLUENCE)
-    meta = fluence.metadata
-    for key in ("VISIT", "DETECTOR", "FILTER"):
-        if key in meta:
-            catalog.meta[key.lower()] = meta[key]
-    return DetectorResult(exposure=fluence.replace(photo_calib=calib), background=bg, catalog=catalog, fit=result_fit)

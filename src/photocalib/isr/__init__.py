@@ -8,6 +8,7 @@ from .chromatic import Spectrum as Spectrum  # noqa: E402
 from .chromatic import attach_background_mapping as attach_background_mapping  # noqa: E402
 from .chromatic import background_mapping as background_mapping  # noqa: E402
 from .chromatic import read_spectrum as read_spectrum  # noqa: E402
+from .config import IsrConfig as IsrConfig  # noqa: E402
 from .process import RAW_KEYWORDS as RAW_KEYWORDS  # noqa: E402
 from .process import DomeFlat as DomeFlat  # noqa: E402
 from .process import isr_from_hdu as isr_from_hdu  # noqa: E402

@@ -11,9 +11,11 @@ from .aperture import (
     ellipse_from_jacobian,
     sum_ellipses,
 )
+from .config import MeasureConfig
 from .detect import centroid, detect
 
 __all__ = [
+    "MeasureConfig",
     "DEFAULT_BAD_MASK",
     "PhotFlag",
     "aperture_photometry",

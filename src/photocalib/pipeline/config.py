@@ -1,6 +1,10 @@
 """The pipeline's configuration: one TOML file, validated, with defaults that run the demo.
 
-Every section is a frozen pydantic model that forbids unknown keys; :func:`load_config` turns
+Each table is the frozen configuration of the layer that uses it (``[isr]`` is
+:class:`photocalib.isr.IsrConfig`, ``[background]`` :class:`photocalib.background.BackgroundConfig`,
+``[measure]`` :class:`photocalib.measure.MeasureConfig`, ``[calibration]``
+:class:`photocalib.fit.CalibrationConfig`, ``[warp]`` :class:`photocalib.warp.WarpConfig`); the
+pipeline adds ``[simulate]``, ``[dask]`` and ``[report]``. Unknown keys are refused; :func:`load_config` turns
 any validation failure into an :class:`~photocalib.errors.InputError` naming the key.
 """
 
@@ -11,9 +15,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
+from .._config import LayerConfig
+from ..background.config import BackgroundConfig
 from ..errors import InputError
+from ..fit.config import CalibrationConfig
+from ..isr.config import IsrConfig
+from ..measure.config import MeasureConfig
+from ..warp.config import WarpConfig
 
 __all__ = [
     "BackgroundConfig",
@@ -30,8 +40,8 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+class _Section(LayerConfig):
+    """A pipeline-only table (the library layers own the others)."""
 
 
 class SimulateConfig(_Section):
@@ -63,80 +73,6 @@ class SimulateConfig(_Section):
             "refcat_mag_max": self.refcat_mag_max,
         }
         return kwargs
-
-
-class IsrConfig(_Section):
-    """Instrument-signature removal."""
-
-    saturation: float | None = Field(
-        None, gt=0, description="saturation level in ADU (None: the SATURATE header keyword)"
-    )
-    flat_kind: Literal["dome", "fiducial-sed"] = "dome"
-
-
-class BackgroundConfig(_Section):
-    """Sky background, always modelled on the surface-brightness image (rule 3)."""
-
-    enabled: bool = True
-    mesh_size: int = Field(64, ge=8, description="background mesh cell in pixels")
-    order: int = Field(
-        4, ge=0, le=12,
-        description="Chebyshev order of the sky model (lowered when a small image has too few meshes)",
-    )
-
-
-class MeasureConfig(_Section):
-    """Detection and aperture photometry, always on the fluence image (rule 1)."""
-
-    threshold: float = Field(5.0, gt=0, description="detection threshold in sigma")
-    aperture_arcsec: float | None = Field(
-        2.0, gt=0, description="aperture radius in arcsec (None: use aperture_pixels)"
-    )
-    aperture_pixels: float = Field(5.0, gt=0, description="aperture radius in pixels")
-    apcorr_radius_arcsec: float | None = Field(
-        None, gt=0,
-        description="large aperture the fluxes are corrected to, from bright isolated stars "
-        "(None, the default: no correction; a PSF constant across a visit makes the aperture "
-        "loss a per-visit constant, which the joint fit's grey term absorbs)",
-    )
-    apcorr_order: int = Field(0, ge=0, le=4, description="Chebyshev order of the aperture correction")
-    match_radius_arcsec: float = Field(
-        1.0, gt=0, description="radius for matching detections to stars and the reference"
-    )
-    min_snr: float = Field(20.0, ge=0, description="S/N cut for stars used in calibration")
-
-
-class CalibrationConfig(_Section):
-    """Single-detector and joint calibration."""
-
-    single_order: int = Field(0, ge=0, le=6, description="Chebyshev order of the single-detector fit")
-    compare_legacy: bool = Field(
-        True, description="also fit the legacy constant-on-surface-brightness calibration"
-    )
-    joint: bool = True
-    joint_model: Literal["monolithic", "separated", "reference-free"] = "separated"
-    star_flat_order: int = Field(3, ge=0, le=10, description="order of the per-detector star flat")
-    visit_order: int = Field(7, ge=0, le=12, description="order of the per-visit polynomial (monolithic)")
-    grey_gradient: bool = Field(False, description="fit a linear gradient with each visit's grey term")
-    distributed: Literal["auto", "always", "never"] = Field(
-        "auto",
-        description="accumulate the joint fit's normal equations per visit on the Dask cluster "
-        "(auto: when there are at least 200000 observations; below that the task overhead dominates)",
-    )
-
-
-class WarpConfig(_Section):
-    """Warps onto a sky grid and the coadd (rule 2: fluence images)."""
-
-    enabled: bool = True
-    kernel: Literal["lanczos3", "bilinear"] = "lanczos3"
-    pixel_scale_arcsec: float | None = Field(
-        None, gt=0, description="coadd pixel scale (None: the median input pixel scale)"
-    )
-    coadd_size: int = Field(
-        512, ge=16, le=20000, description="pixels along each side of the coadd around the survey centre"
-    )
-    clip: bool = Field(False, description="clipped mean against transients")
 
 
 class DaskConfig(_Section):
@@ -171,16 +107,6 @@ class Config(_Section):
     warp: WarpConfig = WarpConfig()
     dask: DaskConfig = DaskConfig()
     report: ReportConfig = ReportConfig()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Config:
-        m = self.measure
-        if m.apcorr_radius_arcsec is not None and m.aperture_arcsec is not None \
-                and m.apcorr_radius_arcsec <= m.aperture_arcsec:
-            raise ValueError("measure.apcorr_radius_arcsec must exceed measure.aperture_arcsec")
-        if self.calibration.joint_model == "monolithic" and self.calibration.grey_gradient:
-            raise ValueError("calibration.grey_gradient applies to the separated and reference-free models")
-        return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> Config:
         """A new Config with some keys of some sections replaced (validated again)."""
