@@ -242,7 +242,8 @@ class _Run:
             return
         if grid is None:
             raise StepSkipped("no processed detector to coadd")
-        inputs = [str(self.run.calexp(u.visit, u.detector)) for u in self.inputs.units
+        # The warps the apply step wrote are on this grid already: stack them, never warp twice.
+        inputs = [str(self.run.warp(u.visit, u.detector)) for u in self.inputs.units
                   if self.run.done_info("apply", u.name).get("warped")]
         if not inputs:
             raise StepSkipped("no calibrated exposure overlaps the coadd grid")
@@ -273,7 +274,8 @@ def _coadd_task(inputs: list[str], grid: dict[str, Any], clip: bool, out: str) -
     target, shape = grid_wcs(grid)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     exposures = [Exposure.read(p) for p in inputs]
-    result = warp.coadd(exposures, target, shape, clip=clip, kernel=grid.get("kernel", "lanczos3"))
+    result = warp.coadd(exposures, target, shape, clip=clip, kernel=grid.get("kernel", "lanczos3"),
+                        warped=True)
     result.write(out)
     return out
 

@@ -1,7 +1,8 @@
 """Coadds: inverse-variance weighted means of calibrated fluence warps (rule 2).
 
-Each input is calibrated to nJy fluence, warped onto the target grid and averaged with
-inverse-variance weights, optionally clipping outliers (transients, cosmic rays) first.
+Each input is calibrated to nJy fluence, warped onto the target grid (unless it is a warp on
+that grid already) and averaged with inverse-variance weights, optionally clipping outliers
+(transients, cosmic rays) first.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def coadd(
     kernel: str = "lanczos3",
     bad_mask: int = DEFAULT_BAD_MASK,
     tolerance: float = DEFAULT_TOLERANCE,
+    warped: bool = False,
 ) -> CoaddResult:
     r"""Inverse-variance weighted mean of calibrated fluence warps.
 
@@ -173,6 +175,9 @@ def coadd(
         Mask bits that exclude an input pixel.
     tolerance : float
         Pixel-mapping tolerance of the warps, input pixels.
+    warped : bool
+        The exposures are already warps onto ``target_wcs`` with ``shape`` (as
+        :func:`warp_exposure` makes them): they are stacked as they are, not warped again.
 
     Returns
     -------
@@ -181,7 +186,8 @@ def coadd(
     Raises
     ------
     InputError
-        No exposures, an uncalibrated non-nJy input, a missing variance or WCS, a bad option.
+        No exposures, an uncalibrated non-nJy input, a missing variance or WCS, a bad option,
+        or with ``warped=True`` an input whose shape is not ``shape``.
     ImageKindError
         An input that is not FLUENCE after calibration (e.g. a SURFACE_BRIGHTNESS image with a
         FLUENCE calibration).
@@ -206,6 +212,12 @@ def coadd(
         calibrated = _calibrated(exp, i)
         if calibrated.wcs is None:
             raise InputError(f"coadd: exposures[{i}] has no WCS; attach one with exp.replace(wcs=...)")
+        if warped:
+            piece = _on_grid(calibrated, (ny, nx), bad_mask, i)
+            if piece is not None:
+                pieces.append(piece)
+                owners.append(i)
+            continue
         sub = _footprint_box(calibrated.wcs, calibrated.shape, dst, box)
         if sub is None:
             continue
@@ -215,10 +227,8 @@ def coadd(
             src_area=calibrated.pixel_area_image(), dst_area=_slice(area_out, sub),
             origin=(sub.x0, sub.y0),
         )
-        with np.errstate(invalid="ignore"):
-            ok = ((res.mask & np.uint32(bad_mask)) == 0) & np.isfinite(res.image) & np.isfinite(res.variance)
-            ok &= res.variance > 0
-        pieces.append((sub, res.image, res.variance, res.mask, ok))
+        pieces.append((sub, res.image, res.variance, res.mask,
+                       _usable(res.image, res.variance, res.mask, bad_mask)))
         owners.append(i)
 
     rejected = np.zeros((ny, nx), dtype=np.int32)
@@ -284,6 +294,28 @@ def coadd(
         pixel_area=np.asarray(area_out),
         input_weights=input_weights,
     )
+
+
+def _usable(image: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_mask: int) -> np.ndarray:
+    """Pixels a coadd may use: no bad mask bit, finite value, finite positive variance."""
+    with np.errstate(invalid="ignore"):
+        ok = ((mask & np.uint32(bad_mask)) == 0) & np.isfinite(image) & np.isfinite(var)
+        ok &= var > 0
+    return ok
+
+
+def _on_grid(exp: Exposure, shape: tuple[int, int], bad_mask: int, index: int):
+    """A warp already on the coadd grid as a piece: the box of its usable pixels, or None."""
+    if exp.shape != tuple(shape):
+        raise InputError(f"coadd(warped=True): exposures[{index}] has shape {exp.shape}, not the "
+                         f"coadd shape {tuple(shape)}; warp it onto the grid first (warp_exposure)")
+    ok = _usable(exp.image, exp.variance, exp.mask, bad_mask)
+    rows, cols = np.flatnonzero(ok.any(axis=1)), np.flatnonzero(ok.any(axis=0))
+    if rows.size == 0:
+        return None
+    sub = Box(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+    sl = _slices(sub)
+    return sub, exp.image[sl], exp.variance[sl], exp.mask[sl], ok[sl]
 
 
 def _slices(box: Box) -> tuple[slice, slice]:
