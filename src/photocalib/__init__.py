@@ -6,7 +6,7 @@ area |det J| of the WCS. See docs/design.md for the conventions and the layers.
 
 from __future__ import annotations
 
-from . import astrometry, background, calib, fields, fit, image, instruments, isr, measure, warp
+from . import astrometry, background, calib, fields, fit, image, instruments, isr, measure, refcat, warp
 from .astrometry import SkyWcs
 from .calib import PhotoCalib
 from .errors import ImageKindError, InputError, OutputError, PhotocalibError
@@ -52,6 +52,7 @@ __all__ = [
     "instruments",
     "isr",
     "measure",
+    "refcat",
     "warp",
 ]
 
