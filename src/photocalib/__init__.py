@@ -6,7 +6,19 @@ area |det J| of the WCS. See docs/design.md for the conventions and the layers.
 
 from __future__ import annotations
 
-from . import astrometry, background, calib, fields, fit, image, instruments, isr, measure, refcat, warp
+from . import (
+    astrometry,
+    background,
+    calib,
+    fields,
+    fit,
+    image,
+    instruments,
+    isr,
+    measure,
+    refcat,
+    warp,
+)
 from .astrometry import SkyWcs
 from .calib import PhotoCalib
 from .errors import ImageKindError, InputError, OutputError, PhotocalibError

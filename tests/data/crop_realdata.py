@@ -71,6 +71,9 @@ def copy_whole(src: Path) -> None:
                 "rubin-afw/visitSummary-850587.fits"):
         (HERE / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / rel, HERE / rel)
+    for rel in ("decam-cp/testcase6/gaia/chunk-03687.fits", "decam-cp/testcase6/survey-ccds-1.fits.gz"):
+        (HERE / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, HERE / rel)
     for path in sorted((src / "decam-cp").glob("testcase*/images/decam/CP/*/*/*.fits")):
         rel = path.relative_to(src)
         (HERE / rel).parent.mkdir(parents=True, exist_ok=True)
