@@ -66,9 +66,13 @@ def _with_common(fn):
 @click.option("--truth", type=click.Path(file_okay=False), default=None,
               help="Simulator truth folder, for residuals against truth (default SURVEY/truth).")
 @click.option("--no-report", is_flag=True, help="Do not write report/index.html.")
+@click.option("--processed", is_flag=True, default=None,
+              help="The --raw images are already flat-fielded by their survey (DECam CP InstCal, "
+                   "ZTF sciimg, SDSS frame, Rubin calexp): no ISR or flats, their weights and "
+                   "masks kept. Default: decided from the instrument of the first image.")
 @_with_common
-def run_cmd(survey, out, raw, flats, refcat, truth, no_report, config_path, scheduler, workers,
-            model, force, in_process, no_progress, verbose) -> None:
+def run_cmd(survey, out, raw, flats, refcat, truth, no_report, processed, config_path, scheduler,
+            workers, model, force, in_process, no_progress, verbose) -> None:
     """Calibrate raw MEF exposures: ISR, background on surface brightness, photometry on
     fluence, single-detector and joint calibration, calibrated exposures and catalogs, warps,
     coadd and report.
@@ -85,7 +89,8 @@ def run_cmd(survey, out, raw, flats, refcat, truth, no_report, config_path, sche
     if survey is None and not raw:
         raise click.UsageError("give a SURVEY folder or --raw files")
     cfg = _config(config_path, model, workers, not no_progress)
-    inputs = find_inputs(survey, raw=list(raw), flats=flats, refcat=refcat, truth=truth)
+    inputs = find_inputs(survey, raw=list(raw), flats=flats, refcat=refcat, truth=truth,
+                         processed=processed or None)
     t0 = time.perf_counter()
     result = run_pipeline(inputs, out, cfg, scheduler=scheduler, force=force, in_process=in_process,
                           report=not no_report)

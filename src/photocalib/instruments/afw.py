@@ -149,6 +149,18 @@ class RubinExposure(Instrument):
         kinds = {_exttype(h) for h in hdul[1:4]}
         return {"IMAGE", "MASK", "VARIANCE"} <= kinds
 
+    def units(self, path, hdul):
+        ih = _find(hdul, "IMAGE", 1)
+        meta = self.metadata((hdul[0].header, ih.header), str(path))
+        detector = meta["DETECTOR"]
+        try:
+            found = _archive_value(_Archive(hdul, path), hdul[0].header,
+                                   ("DETECTOR_ID", "ARCHIVE_ID_DETECTOR"), "id")
+            detector = int(found) if found is not None else detector
+        except InputError:
+            pass
+        return [(hdul.index_of(ih), int(meta["VISIT"]), int(detector))]
+
     def read(self, path: Path, hdul, hdu=None, **options) -> list:
         from ..calib import PhotoCalib
         from ..image import Exposure, ImageKind

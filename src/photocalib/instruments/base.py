@@ -123,6 +123,19 @@ class Instrument:
         """One Exposure per detector of the file."""
         raise NotImplementedError
 
+    def units(self, path: Path, hdul: fits.HDUList) -> list[tuple[int, int, int]]:
+        """``(hdu, visit, detector)`` of every detector image in the file, from headers only
+        (what ``photocalib run`` needs to plan its work)."""
+        from .generic import image_hdus
+
+        primary = hdul[0].header
+        out = []
+        for index in image_hdus(hdul, path, None):
+            headers = (hdul[index].header, primary) if index else (primary,)
+            meta = self.metadata(headers, f"{path}[{index}]")
+            out.append((index, int(meta["VISIT"]), int(meta["DETECTOR"])))
+        return out
+
     # -- shared pieces ---------------------------------------------------------------------------
     def band(self, *headers: fits.Header) -> str | None:
         """The band (filter) name, shortened to its usual form (``'r'`` for DECam's long names)."""

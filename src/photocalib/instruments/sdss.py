@@ -116,6 +116,10 @@ class SDSS(Instrument):
         return (str(h.get("ORIGIN", "")).strip() == "SDSS" and "CAMCOL" in h and len(hdul) >= 3
                 and h.get("NAXIS", 0) == 2)
 
+    def units(self, path, hdul):
+        h = hdul[0].header
+        return [(0, int(h.get("RUN", 0)) * 10000 + int(h.get("FRAME", 0)), int(h.get("CAMCOL", 0)))]
+
     def read(self, path: Path, hdul, hdu=None, **options) -> list:
         from ..calib import PhotoCalib
         from ..image import Exposure, ImageKind

@@ -17,7 +17,8 @@ from astropy.io import fits
 from .._io import open_fits
 from ..errors import InputError
 
-__all__ = ["Unit", "RunInputs", "discover_raw", "discover_flats", "find_inputs"]
+__all__ = ["Unit", "RunInputs", "discover_raw", "discover_flats", "discover_processed", "find_inputs",
+           "looks_processed"]
 
 log = logging.getLogger("photocalib.pipeline")
 
@@ -32,6 +33,8 @@ class Unit:
     detector: int
     path: str
     hdu: int
+    #: Already flat-fielded by its survey (read with read_exposures; no ISR, no flat).
+    processed: bool = False
 
     @property
     def name(self) -> str:
@@ -170,11 +173,80 @@ def discover_flats(folder: str | os.PathLike | None) -> dict[int, str]:
     return flats
 
 
+def _fits_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*") if _is_fits(q)))
+        else:
+            files.append(p)
+    return files
+
+
+def _companion_file(path: Path) -> bool:
+    """A weight, quality or mask file that goes with an image (DECam CP oow/ood, ZTF mskimg)."""
+    name = path.name.lower()
+    return any(t in name for t in ("_oow_", "_ood_", "-oow-", "-ood-", "_oow.", "_ood.", "mskimg"))
+
+
+def discover_processed(paths: Iterable[str | os.PathLike]) -> list[Unit]:
+    """List the (visit, detector) units of already flat-fielded survey images (headers only).
+
+    Folders are searched recursively; companion files (CP ``oow``/``ood``, ZTF ``mskimg``) are
+    left to the reader of their image. Each file's instrument is identified from its headers
+    (:func:`photocalib.instruments.identify`).
+
+    Raises
+    ------
+    InputError
+        If no image file is found or a (visit, detector) pair appears twice.
+    """
+    from ..instruments import identify
+
+    files = [f for f in _fits_files(paths) if not _companion_file(f)]
+    if not files:
+        raise InputError("no image files given; pass the processed images or a folder of them")
+    units: list[Unit] = []
+    seen: dict[tuple[int, int], str] = {}
+    for path in files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_fits(path) as hdul:
+                found = identify(hdul, path).units(path, hdul)
+        for index, visit, detector in found:
+            key = (visit, detector)
+            if key in seen:
+                raise InputError(f"{path}[{index}]: visit {visit} detector {detector} also in "
+                                 f"{seen[key]}; each (visit, detector) must appear once")
+            seen[key] = f"{path}[{index}]"
+            units.append(Unit(visit, detector, str(path), index, processed=True))
+    return sorted(units)
+
+
+def looks_processed(paths: Iterable[str | os.PathLike]) -> bool:
+    """Whether the first image among ``paths`` is of an instrument whose files are already
+    flat-fielded (DECam CP InstCal, ZTF sciimg, SDSS frame, Rubin calexp)."""
+    from ..instruments import identify
+
+    for path in _fits_files(paths):
+        if _companion_file(path):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_fits(path) as hdul:
+                return bool(identify(hdul, path).processed)
+    return False
+
+
 def find_inputs(survey: str | os.PathLike | None = None, raw: Iterable[str] | None = None,
                 flats: str | os.PathLike | None = None, refcat: str | os.PathLike | None = None,
-                truth: str | os.PathLike | None = None) -> RunInputs:
+                truth: str | os.PathLike | None = None, processed: bool | None = None) -> RunInputs:
     """Collect a run's inputs from a survey folder (``raw/``, ``flats/``, ``refcat.parquet``,
-    ``truth/`` as ``photocalib simulate`` writes them) and/or explicit paths (which win)."""
+    ``truth/`` as ``photocalib simulate`` writes them) and/or explicit paths (which win).
+
+    ``processed=True`` takes the images as already flat-fielded by their survey (no ISR and no
+    flats); ``None`` decides from the instrument of the first image (:func:`looks_processed`)."""
     raw = list(raw or [])
     if survey is not None:
         survey = Path(survey)
@@ -190,6 +262,11 @@ def find_inputs(survey: str | os.PathLike | None = None, raw: Iterable[str] | No
             truth = survey / "truth"
     if refcat is not None and not Path(refcat).is_file():
         raise InputError(f"{refcat}: reference catalog not found")
+    if processed is None:
+        processed = looks_processed(raw)
+    if processed:
+        return RunInputs(tuple(discover_processed(raw)), {},
+                         None if refcat is None else str(refcat), None if truth is None else str(truth))
     units = discover_raw(raw)
     flat_map = discover_flats(flats)
     missing = sorted({u.detector for u in units} - set(flat_map))

@@ -91,6 +91,10 @@ class RunLayout:
         sub = "legacy" if legacy else "single"
         return self.root / "calib" / sub / f"{self.unit_name(visit, detector)}.fits"
 
+    def survey_calib(self, visit: int, detector: int) -> Path:
+        """The calibration a processed image came with (its survey's zero point), FLUENCE."""
+        return self.root / "calib" / "survey" / f"{self.unit_name(visit, detector)}.fits"
+
     def joint_calib(self, visit: int, detector: int) -> Path:
         return self.root / "calib" / "joint" / f"{self.unit_name(visit, detector)}.fits"
 

@@ -138,6 +138,7 @@ class _Run:
         # Stars seen once constrain nothing in a relative fit.
         seen = obs.groupby("star")["visit"].transform("nunique")
         obs = obs[seen >= 2].reset_index(drop=True)
+        self._check_processed_joint(obs)
         from ..geom import Box
 
         wcs, bboxes = {}, {}
@@ -198,13 +199,43 @@ class _Run:
                 old.unlink()
         self.run.mark_done(step, "all", outputs, fingerprint=fp)
 
+    def _check_processed_joint(self, obs: pd.DataFrame) -> None:
+        """StepSkipped where survey-processed images cannot have a joint fit; each unit then
+        gets its single-detector calibration, or its own (see :func:`apply_unit`)."""
+        units = [u for u in self.units_done("process") if u.processed]
+        if not units:
+            return
+        if self.inputs.refcat is None:
+            own = [u for u in units if self.run.survey_calib(u.visit, u.detector).is_file()]
+            if not own:
+                raise StepSkipped("no reference catalog (--refcat) and the images carry no zero "
+                                  "point of their own (e.g. MAGZERO): they stay uncalibrated; give "
+                                  "a reference catalog")
+            raise StepSkipped(f"no reference catalog (--refcat): {len(own)} of {len(units)} "
+                              "images are calibrated with their own survey zero point "
+                              "(calib/survey/), not fitted by photocalib; give a reference "
+                              "catalog for a fitted calibration")
+        from astropy.io import fits
+
+        bands = sorted({str(fits.getheader(self.run.exposure(u.visit, u.detector)).get("BAND", "?"))
+                        for u in units})
+        if len(bands) > 1:
+            raise StepSkipped(f"the images span bands {', '.join(bands)} and a joint fit "
+                              "calibrates one band: run each band on its own; the single-detector "
+                              "calibrations against the reference are applied")
+        if obs.empty:
+            raise StepSkipped("no star is measured in two visits, so there is nothing to fit "
+                              "jointly; the single-detector calibrations against the reference "
+                              "are applied")
+
     def _joint_options(self) -> dict[str, Any]:
         cfg = self.config.calibration
         return {"star_flat_order": cfg.star_flat_order, "visit_order": cfg.visit_order,
                 "grey_gradient": cfg.grey_gradient}
 
     def apply(self) -> None:
-        if not (self.run.joint_dir.is_dir() and any(self.run.joint_dir.rglob("det-*.fits"))):
+        if not (self.run.joint_dir.is_dir() and any(self.run.joint_dir.rglob("det-*.fits"))) \
+                and not any(u.processed for u in self.inputs.units):
             raise StepSkipped("no joint calibration to apply")
         grid = self.grid_spec() if self.config.warp.enabled else None
         units = self.units_done("process")

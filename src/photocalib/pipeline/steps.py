@@ -132,6 +132,29 @@ def process_raw_unit(unit: Unit, flat_spec: str | None, refcat: str | None,
     return result
 
 
+def process_processed_unit(unit: Unit, refcat: str | None, config: Config):
+    """One image its survey already flat-fielded through the library's chain, without ISR or
+    flat: read with :func:`photocalib.instruments.read_exposures` (its weights become the
+    variance, its quality map the mask). Returns the chain's result and the image's own
+    calibration (its survey's zero point; None when it has none)."""
+    from ..fit import process_detector
+    from ..instruments import read_exposures
+
+    where = _unit_where(unit)
+    try:
+        exp = read_exposures(unit.path, hdu=unit.hdu)[0]
+        if exp.wcs is None:
+            raise InputError("the image has no celestial WCS; photocalib needs one")
+        meta = exp.metadata
+        band = str(meta.get("BAND", meta.get("FILTER", ""))).strip() or None
+        ref = None if refcat is None else read_reference(refcat, band=band)
+        result = process_detector(exp, None, ref, isr=config.isr, background=config.background,
+                                  measure=config.measure, single=config.calibration)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+    return result, exp.photo_calib
+
+
 def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     """Process one raw detector image to a background-subtracted fluence exposure and catalog.
 
@@ -150,7 +173,11 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     if not ctx.force and run.is_done(step, unit.name, fingerprint=fp):
         return {**run.done_info(step, unit.name), "status": "cached"}
     t0 = time.perf_counter()
-    result = process_raw_unit(unit, ctx.flats.get(unit.detector), ctx.refcat, ctx.config)
+    own = None
+    if unit.processed:
+        result, own = process_processed_unit(unit, ctx.refcat, ctx.config)
+    else:
+        result = process_raw_unit(unit, ctx.flats.get(unit.detector), ctx.refcat, ctx.config)
     df = result.catalog.to_pandas()
     df.insert(0, "detector", np.int32(unit.detector))
     df.insert(0, "visit", np.int32(unit.visit))
@@ -160,6 +187,19 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         calib.write(path)
         outputs.append(path)
+    calibrations = sorted(result.calibrations)
+    if own is not None:
+        # Kept beside the fitted ones, and applied when no reference catalog calibrates the run.
+        from ..image import ImageKind
+
+        survey = own.to_kind(ImageKind.FLUENCE, result.exposure.wcs)
+        path = run.survey_calib(unit.visit, unit.detector)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        survey.write(path)
+        outputs.append(path)
+        df["flux_survey"] = survey.instflux_to_nanojansky(
+            df["instflux"].to_numpy(), df["x"].to_numpy(), df["y"].to_numpy())
+        calibrations.append("survey")
     fluence = result.exposure.replace(photo_calib=None)
     if unit.hdu != 0 and "VISIT" not in fluence.metadata:
         # VISIT often lives only in the primary header of an MEF; keep it with the exposure.
@@ -174,7 +214,7 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     outputs += [exp_path, cat_path]
     info = {"visit": unit.visit, "detector": unit.detector, "n_sources": len(df),
             "n_matched": int((df["ref_index"] >= 0).sum()), "seconds": time.perf_counter() - t0,
-            "calibrations": sorted(result.calibrations)}
+            "calibrations": calibrations}
     run.mark_done(step, unit.name, outputs, info, fingerprint=fp)
     return {**info, "status": "done"}
 
@@ -191,6 +231,13 @@ def apply_unit(unit: Unit, ctx: StepContext, grid: dict[str, Any] | None) -> dic
     if not ctx.force and run.is_done(step, unit.name, fingerprint=fp):
         return {**run.done_info(step, unit.name), "status": "cached"}
     calib_path = run.joint_calib(unit.visit, unit.detector)
+    source = "joint"
+    if not calib_path.is_file() and unit.processed:
+        # No joint fit (one visit, one band at a time, or no reference): the single-detector
+        # fit against the reference, else the image's own calibration.
+        candidates = (("single", run.single_calib(unit.visit, unit.detector)),
+                      ("survey", run.survey_calib(unit.visit, unit.detector)))
+        source, calib_path = next(((s, p) for s, p in candidates if p.is_file()), candidates[-1])
     if not calib_path.is_file():
         return {"visit": unit.visit, "detector": unit.detector, "status": "no-calibration"}
     t0 = time.perf_counter()
@@ -219,7 +266,7 @@ def apply_unit(unit: Unit, ctx: StepContext, grid: dict[str, Any] | None) -> dic
         if warped:
             outputs.append(run.warp(unit.visit, unit.detector))
     info = {"visit": unit.visit, "detector": unit.detector, "warped": warped,
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "calibration": source}
     run.mark_done(step, unit.name, outputs, info, fingerprint=fp)
     return {**info, "status": "done"}
 
