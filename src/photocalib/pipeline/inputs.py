@@ -205,14 +205,16 @@ def discover_processed(paths: Iterable[str | os.PathLike]) -> list[Unit]:
     from ..instruments import identify
 
     files = [f for f in _fits_files(paths) if not _companion_file(f)]
-    if not files:
-        raise InputError("no image files given; pass the processed images or a folder of them")
     units: list[Unit] = []
     seen: dict[tuple[int, int], str] = {}
     for path in files:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_fits(path) as hdul:
+                if not _has_image(hdul):
+                    # A catalog beside the images (a Gaia chunk, a CCD table): not an exposure.
+                    log.info("%s: no image HDU, not an exposure; skipped", path)
+                    continue
                 found = identify(hdul, path).units(path, hdul)
         for index, visit, detector in found:
             key = (visit, detector)
@@ -221,7 +223,14 @@ def discover_processed(paths: Iterable[str | os.PathLike]) -> list[Unit]:
                                  f"{seen[key]}; each (visit, detector) must appear once")
             seen[key] = f"{path}[{index}]"
             units.append(Unit(visit, detector, str(path), index, processed=True))
+    if not units:
+        raise InputError("no image files given; pass the processed images or a folder of them")
     return sorted(units)
+
+
+def _has_image(hdul: fits.HDUList) -> bool:
+    return any(isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU)
+               and h.header.get("NAXIS", 0) == 2 for h in hdul)
 
 
 def looks_processed(paths: Iterable[str | os.PathLike]) -> bool:
@@ -235,6 +244,8 @@ def looks_processed(paths: Iterable[str | os.PathLike]) -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_fits(path) as hdul:
+                if not _has_image(hdul):
+                    continue
                 return bool(identify(hdul, path).processed)
     return False
 
