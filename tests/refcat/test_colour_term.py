@@ -164,3 +164,31 @@ def test_bad_input():
         ColourTerm.fit([0.1, 0.2], [0.0])
     with pytest.raises(pc.InputError, match="speclite"):
         ColourTerm.synthetic("nosuch-r", "decam2014-r", ("panstarrs-g", "panstarrs-i"))
+
+
+def test_to_reference_gives_the_fitters_form_in_the_target_band():
+    from pathlib import Path
+
+    chunk = Path(__file__).parents[1] / "data" / "decam-cp" / "testcase6" / "gaia" / "chunk-03687.fits"
+    gaia = pc.refcat.read_reference(chunk)
+    ct = ColourTerm((0.1, -0.2, 0.05), reference_band="G", target_band="decam_r", colour_bands=("BP", "RP"),
+                    colour_range=(0.5, 2.0))
+    plain = pc.refcat.to_reference(gaia, "G")
+    assert plain.colnames == ["id", "ra", "dec", "flux", "flux_err"] and plain.meta["band"] == "G"
+    same_band = pc.refcat.to_reference(gaia, colour_term=ct, convert=False)
+    np.testing.assert_allclose(same_band["colour"], pc.refcat.njy_to_mag(np.asarray(gaia["BP_flux"]))[
+        np.isin(gaia["id"], same_band["id"])] - pc.refcat.njy_to_mag(np.asarray(gaia["RP_flux"]))[
+        np.isin(gaia["id"], same_band["id"])])
+    converted = pc.refcat.to_reference(gaia, colour_term=ct)
+    assert converted.meta["band"] == "decam_r"
+    inside = (same_band["colour"] >= 0.5) & (same_band["colour"] <= 2.0)
+    assert len(converted) == inside.sum() > 100
+    np.testing.assert_allclose(
+        pc.refcat.njy_to_mag(converted["flux"]),
+        pc.refcat.njy_to_mag(same_band["flux"][inside]) + ct(same_band["colour"][inside]), atol=1e-12)
+    # The same conversion as fit_joint(colour_term=) makes, on a DataFrame too.
+    df = same_band.to_pandas()
+    back = pc.refcat.convert_reference(df, ct)
+    np.testing.assert_allclose(back["flux"].to_numpy(), np.asarray(converted["flux"]))
+    with pytest.raises(pc.InputError, match="colour"):
+        pc.refcat.convert_reference(plain, ct)

@@ -1632,7 +1632,8 @@ class JointSolution:
 
 
 def fit_joint(observations, wcs_by_detector: dict, model: str = "separated",
-              kind: ImageKind | str = ImageKind.SURFACE_BRIGHTNESS, reference=None, **config) -> JointSolution:
+              kind: ImageKind | str = ImageKind.SURFACE_BRIGHTNESS, reference=None, colour_term=None,
+              **config) -> JointSolution:
     """Joint photometric calibration of many overlapping exposures (convenience function).
 
     Equivalent to ``JointCalibrator(model, kind, **config).fit(observations, wcs_by_detector,
@@ -1649,10 +1650,19 @@ def fit_joint(observations, wcs_by_detector: dict, model: str = "separated",
         What ``instflux`` was measured on.
     reference : Table, optional
         ``star, flux, flux_err`` (nJy); optional only for ``reference-free``.
+    colour_term : photocalib.refcat.ColourTerm, optional
+        The reference is in another photometric system: its ``flux`` is in the term's
+        reference band and a ``colour`` column holds each star's reference colour. It is
+        carried into the instrument band before the fit (:func:`photocalib.refcat.convert_reference`;
+        stars outside the term's colour range are dropped from the reference).
 
     Returns
     -------
     JointSolution
     """
+    if colour_term is not None and reference is not None:
+        from ..refcat import convert_reference
+
+        reference = convert_reference(reference, colour_term)
     fit_kw = {k: config.pop(k) for k in ("bboxes", "client") if k in config}
     return JointCalibrator(model, kind, **config).fit(observations, wcs_by_detector, reference, **fit_kw)

@@ -83,6 +83,8 @@ def fit_single(
     ref_flux_column: str = "ref_flux",
     nsigma: float = 3.0,
     max_iter: int = 10,
+    colour_term=None,
+    ref_colour_column: str = "ref_colour",
 ) -> SingleFitResult:
     """Fit a PhotoCalib to matched photometry of one detector.
 
@@ -122,6 +124,15 @@ def fit_single(
         Reference flux column (nJy); its error is ``<name>_err`` when present.
     nsigma, max_iter : float, int
         Clipping.
+    colour_term : photocalib.refcat.ColourTerm, optional
+        The reference is in another photometric system: ``ref_flux`` is in the term's reference
+        band and ``ref_colour_column`` holds each star's reference colour; the reference fluxes
+        are carried into the instrument band (``ColourTerm.convert_flux``) before the fit, and
+        stars outside the term's colour range are not used. ``residual_mag`` is then against
+        the converted reference.
+    ref_colour_column : str
+        The colour column (``match_reference`` adds ``ref_colour`` when the reference has a
+        ``colour`` column); its error is ``<name>_err`` when present.
 
     Returns
     -------
@@ -144,6 +155,15 @@ def fit_single(
     ref = _column(table, ref_flux_column)
     ref_err_name = f"{ref_flux_column}_err"
     ref_err = _column(table, ref_err_name) if ref_err_name in _names(table) else np.zeros_like(ref)
+    if colour_term is not None:
+        if ref_colour_column not in _names(table):
+            raise InputError(f"fit_single: a colour term needs each star's reference colour in column "
+                             f"{ref_colour_column!r} (match_reference copies a reference 'colour' column "
+                             f"as 'ref_colour'); the table has {_names(table)}")
+        colour = _column(table, ref_colour_column)
+        cerr_name = f"{ref_colour_column}_err"
+        colour_err = _column(table, cerr_name) if cerr_name in _names(table) else None
+        ref, ref_err = colour_term.convert_flux(ref, ref_err, colour, colour_err)
     usable = np.isfinite(inst) & (inst > 0) & np.isfinite(ref) & (ref > 0) & np.isfinite(x) & np.isfinite(y)
     usable &= np.isfinite(inst_err) & (inst_err >= 0) & np.isfinite(ref_err) & (ref_err >= 0)
     if order == 0:
@@ -207,6 +227,7 @@ def match_reference(
     ref_dec: str = "dec",
     ref_flux: str = "flux",
     ref_id: str | None = None,
+    ref_colour: str = "colour",
 ) -> Table:
     """A copy of a source catalog with its nearest reference match added.
 
@@ -222,6 +243,9 @@ def match_reference(
         Reference catalog with positions (degrees) and fluxes in nJy.
     radius_arcsec : float
         Match radius.
+    ref_colour : str
+        When the reference has this column (and ``<name>_err``), they are copied as
+        ``ref_colour`` (and ``ref_colour_err``), for ``fit_single(..., colour_term=)``.
     """
     def col(t, name, what):
         if name not in _names(t):
@@ -242,6 +266,11 @@ def match_reference(
     if f"{ref_flux}_err" in _names(reference):
         err[ok] = np.asarray(reference[f"{ref_flux}_err"], dtype=np.float64)[index[ok]]
     out["ref_flux_err"] = err
+    for src, dst in ((ref_colour, "ref_colour"), (f"{ref_colour}_err", "ref_colour_err")):
+        if src in _names(reference):
+            values = np.full(index.size, np.nan)
+            values[ok] = np.asarray(reference[src], dtype=np.float64)[index[ok]]
+            out[dst] = values
     if ref_id is not None:
         ids = np.full(index.size, -1, dtype=np.int64)
         ids[ok] = np.asarray(col(reference, ref_id, "reference"), dtype=np.int64)[index[ok]]

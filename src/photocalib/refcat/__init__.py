@@ -12,8 +12,10 @@ from .catalogs import njy_to_mag as njy_to_mag
 from .catalogs import read_reference as read_reference
 from .colourterm import ColourTerm as ColourTerm
 from .colourterm import blackbody_library as blackbody_library
+from .colourterm import convert_reference as convert_reference
 from .colourterm import read_colour_terms as read_colour_terms
 from .colourterm import synthetic_ab_mags as synthetic_ab_mags
+from .colourterm import to_reference as to_reference
 from .colourterm import write_colour_terms as write_colour_terms
 
 __all__ = [
@@ -21,11 +23,13 @@ __all__ = [
     "GAIA_ZERO_POINTS",
     "SYSTEMS",
     "blackbody_library",
+    "convert_reference",
     "mag_to_njy",
     "njy_to_mag",
     "propagate",
     "read_colour_terms",
     "read_reference",
     "synthetic_ab_mags",
+    "to_reference",
     "write_colour_terms",
 ]

@@ -17,7 +17,8 @@ from .._io import atomic_write_hdulist, open_fits
 from ..errors import InputError
 from .catalogs import njy_to_mag
 
-__all__ = ["ColourTerm", "blackbody_library", "write_colour_terms", "read_colour_terms"]
+__all__ = ["ColourTerm", "blackbody_library", "write_colour_terms", "read_colour_terms", "convert_reference",
+           "to_reference"]
 
 _EXTNAME = "COLOURTERM"
 
@@ -284,38 +285,47 @@ class ColourTerm:
             err = 1.0857362047581294 * np.hypot(eb / fb, er / fr)
         return colour, err
 
-    def apply(self, reference: Table, *, outside: str = "drop") -> Table:
-        """A copy of ``reference`` with ``<target_band>_flux`` and ``_flux_err`` (nJy) added.
+    def convert_flux(self, flux, flux_err, colour, colour_err=None, *, outside: str = "drop"):
+        """Reference-band fluxes (nJy) → target-band fluxes, star by star.
 
         ``f_target = f_reference × 10^(−0.4 ct(colour))``; the error adds the reference flux
-        error and the colour error through the slope of the polynomial. Stars without a
-        colour, or (``outside='drop'``) with a colour outside ``colour_range``, get NaN;
-        ``outside='clip'`` evaluates them at the nearest end of the range.
+        error and the colour error (when given) through the slope of the polynomial. Stars
+        without a colour, or (``outside='drop'``) with a colour outside ``colour_range``, get
+        NaN; ``outside='clip'`` evaluates them at the nearest end of the range.
+
+        Returns
+        -------
+        flux, flux_err : numpy.ndarray
         """
         if outside not in ("drop", "clip"):
-            raise InputError(f"ColourTerm.apply: outside={outside!r}; use 'drop' or 'clip'")
+            raise InputError(f"ColourTerm: outside={outside!r}; use 'drop' or 'clip'")
+        f = np.asarray(flux, dtype=np.float64)
+        fe = np.zeros_like(f) if flux_err is None else np.asarray(flux_err, dtype=np.float64)
+        c = np.asarray(colour, dtype=np.float64)
+        ce = np.zeros_like(c) if colour_err is None else np.nan_to_num(np.asarray(colour_err, dtype=np.float64))
+        out = f * 10.0 ** (-0.4 * self(c))
+        dmag = np.abs(self.derivative(c)) * ce
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = out * np.hypot(fe / f, 0.4 * np.log(10.0) * dmag)
+        bad = ~np.isfinite(c)
+        if outside == "drop":
+            bad = bad | (c < self.colour_range[0]) | (c > self.colour_range[1])
+        return np.where(bad, np.nan, out), np.where(bad, np.nan, err)
+
+    def apply(self, reference: Table, *, outside: str = "drop") -> Table:
+        """A copy of ``reference`` (``<band>_flux`` columns, nJy) with ``<target_band>_flux`` and
+        ``_flux_err`` added; see :meth:`convert_flux`."""
         name = f"{self.reference_band}_flux"
         if name not in reference.colnames:
             raise InputError(f"ColourTerm.apply: the reference has no column {name!r}; columns: {reference.colnames}")
         colour, colour_err = self.colour_of(reference)
-        f = np.asarray(reference[name], dtype=np.float64)
-        fe = np.asarray(reference[f"{name}_err"], dtype=np.float64) if f"{name}_err" in reference.colnames \
-            else np.zeros_like(f)
-        scale = 10.0 ** (-0.4 * self(colour))
-        flux = f * scale
-        dmag = np.abs(self.derivative(colour)) * np.nan_to_num(colour_err)
-        err = flux * np.hypot(fe / f, 0.4 * np.log(10.0) * dmag)
-        bad = ~np.isfinite(colour)
-        if outside == "drop":
-            bad |= (colour < self.colour_range[0]) | (colour > self.colour_range[1])
-        flux[bad] = np.nan
-        err[bad] = np.nan
+        fe = reference[f"{name}_err"] if f"{name}_err" in reference.colnames else None
+        flux, err = self.convert_flux(reference[name], fe, colour, colour_err, outside=outside)
         out = reference.copy(copy_data=True)
         out[f"{self.target_band}_flux"] = flux * u.nJy
         out[f"{self.target_band}_flux_err"] = err * u.nJy
         out.meta = dict(reference.meta)
-        out.meta.setdefault("colour_terms", [])
-        out.meta["colour_terms"] = [*out.meta["colour_terms"], self.describe()]
+        out.meta["colour_terms"] = [*out.meta.get("colour_terms", []), self.describe()]
         return out
 
     def describe(self) -> str:
@@ -404,4 +414,91 @@ def read_colour_terms(path: str | os.PathLike) -> dict[str, ColourTerm]:
                 out[t.target_band] = t
     if not out:
         raise InputError(f"{path}: no {_EXTNAME} HDU; write colour terms with ColourTerm.write")
+    return out
+
+
+def _cols(table) -> list[str]:
+    return list(table.colnames) if hasattr(table, "colnames") else list(table.columns)
+
+
+def convert_reference(reference, colour_term: ColourTerm, *, flux: str = "flux", colour: str = "colour",
+                      outside: str = "drop"):
+    """A reference in the library's form (``flux``, ``flux_err`` in nJy, plus a ``colour``
+    column) carried from the colour term's reference band into its target band.
+
+    Rows that cannot be converted (no colour, or outside the term's colour range with
+    ``outside='drop'``) are removed. Works on an astropy Table or a pandas DataFrame and returns
+    the same type; this is what ``fit_joint(..., colour_term=)`` applies before the fit.
+
+    Raises
+    ------
+    InputError
+        The reference has no ``flux`` or ``colour`` column.
+    """
+    names = _cols(reference)
+    for need in (flux, colour):
+        if need not in names:
+            raise InputError(f"convert_reference: the reference has no column {need!r} (columns: {names}); "
+                             f"a colour term needs the reference-band flux and the colour "
+                             f"{colour_term.colour_bands[0]} - {colour_term.colour_bands[1]} of each star "
+                             "(photocalib.refcat.to_reference(table, band, colour_term) makes both)")
+    err = reference[f"{flux}_err"] if f"{flux}_err" in names else None
+    cerr = reference[f"{colour}_err"] if f"{colour}_err" in names else None
+    f, fe = colour_term.convert_flux(np.asarray(reference[flux]), None if err is None else np.asarray(err),
+                                     np.asarray(reference[colour]), None if cerr is None else np.asarray(cerr),
+                                     outside=outside)
+    keep = np.isfinite(f)
+    out = reference[keep].copy()
+    if hasattr(out, "colnames"):
+        out[flux] = f[keep]
+        out[f"{flux}_err"] = fe[keep]
+        out.meta["colour_terms"] = [*out.meta.get("colour_terms", []), colour_term.describe()]
+    else:
+        out[flux] = f[keep]
+        out[f"{flux}_err"] = fe[keep]
+    return out
+
+
+def to_reference(catalog: Table, band: str | None = None, colour_term: ColourTerm | None = None,
+                 *, convert: bool = True) -> Table:
+    """A catalog from :func:`read_reference` in the form the fitters take: ``id``, ``ra``,
+    ``dec``, ``flux``, ``flux_err`` (nJy) and, with a colour term, ``colour`` (+ ``_err``).
+
+    Parameters
+    ----------
+    catalog : astropy Table
+        ``<band>_flux`` columns in nJy.
+    band : str, optional
+        The band to calibrate against (default the colour term's reference band).
+    colour_term : ColourTerm, optional
+        Adds the colour of its ``colour_bands``; with ``convert`` the flux is carried into its
+        target band (stars without a usable colour are removed), without it the flux stays in
+        the reference band for ``fit_single(..., colour_term=)`` / ``fit_joint(..., colour_term=)``.
+    """
+    if band is None:
+        if colour_term is None:
+            raise InputError("to_reference: pass band= (one of the catalog's <band>_flux columns) or colour_term=")
+        band = colour_term.reference_band
+    if f"{band}_flux" not in catalog.colnames:
+        have = [c[:-5] for c in catalog.colnames if c.endswith("_flux")]
+        raise InputError(f"to_reference: no column '{band}_flux'; the catalog has bands {have}")
+    out = Table()
+    for name in ("id", "ra", "dec"):
+        out[name] = catalog[name]
+    out["flux"] = np.asarray(catalog[f"{band}_flux"], dtype=np.float64)
+    out["flux_err"] = (np.asarray(catalog[f"{band}_flux_err"], dtype=np.float64)
+                       if f"{band}_flux_err" in catalog.colnames else np.zeros(len(catalog)))
+    out.meta = dict(catalog.meta)
+    out.meta["band"] = band
+    if colour_term is None:
+        return out[np.isfinite(out["flux"]) & (out["flux"] > 0)]
+    if band != colour_term.reference_band:
+        raise InputError(f"to_reference: band {band!r} differs from the colour term's reference band "
+                         f"{colour_term.reference_band!r}")
+    out["colour"], out["colour_err"] = colour_term.colour_of(catalog)
+    good = np.isfinite(out["flux"]) & (out["flux"] > 0) & np.isfinite(out["colour"])
+    out = out[good]
+    if convert:
+        out = convert_reference(out, colour_term)
+        out.meta["band"] = colour_term.target_band
     return out
