@@ -97,12 +97,18 @@ For visit v (exposure time t, transmission T_v), detector d, pixel (x, y), band 
 
 Expected electrons in a pixel::
 
-    E(x, y) = Q I_sky [ sum_i F_i K t T_v(xi_i, eta_i) rho_i P_i(x, y) + t S_v A(x, y) rho_sky(x, y) ]
+    E(x, y) = Q I_sky [ sum_i F_i K t T_v(xi_i, eta_i) rho_i P_i(x, y) + t S_v g_v(xi, eta) A(x, y) rho_sky(x, y)
+                        + t K T_v(xi, eta) H(ra, dec) A(x, y) rho_fid(x, y) ]
 
 with F_i the star's true flux (nJy, band b), P_i its PSF (Moffat beta 3.5 or Kolmogorov of the
 visit's FWHM) integrated over pixels by GalSim through the local WCS at the star, drawn on a
 stamp of +-9 FWHM (Moffat: sum P_i >= 0.9999; the drawn total is ``drawn_e``), and S_v the sky rate
-(e-/s/arcsec^2, ``survey.sky_rate``; the sky is drawn with ``makeSkyImage``, i.e. times A_wcs).
+(e-/s/arcsec^2, ``survey.sky_rate``; the sky is drawn with ``makeSkyImage``, i.e. times A_wcs),
+g_v = 1 + gx xi / R + gy eta / R the visit's sky gradient (``survey.sky_factor``; 1 unless
+``sky_gradient_fraction``), and H an extended halo (``survey.halo_sb``, nJy/arcsec², exponential,
+``halo_fraction`` of the dark sky at its peak; 0 unless asked for). On a dome-flattened fluence
+image calibrated with the true ``nJy = instflux / (K t T_v SF)`` the halo is exactly H times the
+pixel area and the sky (achromatic presets) ``S_v g_v / (K T_v)`` nJy/arcsec².
 Raw: ``raw = bias + Poisson(E) / gain + N(0, read_noise / gain)`` (GalSim ``CCDNoise``), clipped
 at ``SATURATE``; float32, not quantised.
 

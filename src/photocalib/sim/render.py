@@ -165,6 +165,12 @@ def render_detector(camera: Camera, survey: Survey, visit: int, detector: int,
         sky *= camera.tree_ring(detector, xx, yy)
     if camera.is_chromatic:
         sky *= camera.rho(detector, xx, yy, "sky", band)
+    if any(v.sky_gradient) or survey.config.halo_fraction > 0:
+        xi_img, eta_img = camera.tangent_plane(detector, xx, yy, v.rotation_deg)
+    if any(v.sky_gradient):
+        sky *= survey.sky_factor(visit, xi_img, eta_img)
+    if survey.config.halo_fraction > 0:
+        sky += _halo_electrons(camera, survey, visit, detector, xx, yy, xi_img, eta_img, sky_img.array)
     response = camera.qe(detector) * camera.illumination_sky(detector, xx, yy)
     electrons = response * (stars_img.array + sky)
 
@@ -218,6 +224,24 @@ def render_detector(camera: Camera, survey: Survey, visit: int, detector: int,
     keep = inside
     return RenderedDetector(visit=v.visit, detector=d.id, image=raw.astype(np.float32), header=header,
                             stars={k: np.asarray(val)[keep] for k, val in truth.items()})
+
+
+def _halo_electrons(camera: Camera, survey: Survey, visit: int, detector: int, xx, yy, xi, eta,
+                    sky_rate_area: np.ndarray) -> np.ndarray:
+    """Electrons of the halo per pixel before QE and illumination: an astronomical source, so
+    ``t K T_v(xi, eta) halo_sb(ra, dec) A TR rho_fiducial`` (its calibrated surface brightness
+    is then ``halo_sb`` exactly, like a star's flux). ``sky_rate_area`` is the sky image GalSim
+    drew, ``rate t A_wcs``, from which the WCS pixel area is taken."""
+    v = survey.visit(visit)
+    area = sky_rate_area.astype(np.float64) / (survey.sky_rate(visit) * v.exptime)
+    if camera.config.tree_rings:
+        area = area * camera.tree_ring(detector, xx, yy)
+    ra, dec = camera.pixel_to_sky(detector, xx, yy, v.ra, v.dec, v.rotation_deg)
+    halo = (survey.halo_sb(ra, dec) * survey.electrons_per_njy_s * v.exptime
+            * survey.transmission(visit, xi, eta) * area)
+    if camera.is_chromatic:
+        halo *= camera.rho(detector, xx, yy, "fiducial", survey.band)
+    return halo
 
 
 def lamp_level(camera: Camera, flat_level_e: float) -> float:

@@ -60,6 +60,17 @@ class SurveyConfig:
     sky_sigma_mag : float
         Scatter of the sky brightness around the dark-sky value of the band.
     mjd_start : float
+    sky_gradient_fraction : float
+        If non-zero, each visit's sky brightness gets a linear gradient across the field: a
+        relative change at the field edge (xi = R, eta = R) drawn from N(0, this) per axis, so
+        the sky of a visit differs from another's by a level and a slope larger than a detector.
+    halo_fraction : float
+        Peak surface brightness of an extended low-surface-brightness source (a galaxy halo,
+        exponential profile) as a fraction of the band's dark-sky surface brightness; 0: none.
+    halo_scale_arcsec : float
+        Exponential scale length of the halo, arcsec.
+    halo_offset_arcsec : tuple of float
+        Halo centre in the tangent plane of the field centre (east, north), arcsec.
     """
 
     n_visits: int = 10
@@ -80,6 +91,10 @@ class SurveyConfig:
     grey_gradient_mag: float = 0.0
     sky_sigma_mag: float = 0.2
     mjd_start: float = 60400.0
+    sky_gradient_fraction: float = 0.0
+    halo_fraction: float = 0.0
+    halo_scale_arcsec: float = 30.0
+    halo_offset_arcsec: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         if self.n_visits < 1:
@@ -88,6 +103,11 @@ class SurveyConfig:
             raise InputError(f"band {self.band!r}: unknown; use one of {', '.join(spectra.BANDS)}")
         if self.psf not in ("moffat", "kolmogorov"):
             raise InputError(f"psf {self.psf!r}: use 'moffat' or 'kolmogorov'")
+        if not self.halo_fraction >= 0 or not self.halo_scale_arcsec > 0:
+            raise InputError(
+                f"halo_fraction={self.halo_fraction}, halo_scale_arcsec={self.halo_scale_arcsec}: "
+                "need halo_fraction >= 0 and halo_scale_arcsec > 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -99,8 +119,9 @@ class SurveyConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SurveyConfig:
         d = dict(d)
-        for k in ("seeing_range", "airmass_range"):
-            d[k] = tuple(d[k])
+        for k in ("seeing_range", "airmass_range", "halo_offset_arcsec"):
+            if k in d:
+                d[k] = tuple(d[k])
         if isinstance(d.get("exptime"), list):
             d["exptime"] = tuple(d["exptime"])
         return cls(**d)
@@ -126,7 +147,10 @@ class Visit:
     grey_gradient : tuple of float
         Extra extinction (mag) at xi = R and at eta = R (R the field radius in arcsec), linear.
     sky_mag : float
-        Sky surface brightness, AB mag/arcsec^2 through the nominal bandpass.
+        Sky surface brightness, AB mag/arcsec^2 through the nominal bandpass, at the pointing.
+    sky_gradient : tuple of float
+        Relative change of the sky brightness at xi = R and at eta = R (linear; R the field
+        radius in arcsec).
     """
 
     visit: int
@@ -141,10 +165,12 @@ class Visit:
     grey_mag: float
     grey_gradient: tuple[float, float]
     sky_mag: float
+    sky_gradient: tuple[float, float] = (0.0, 0.0)
 
     def to_row(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["grey_gradient_x"], d["grey_gradient_y"] = d.pop("grey_gradient")
+        d["sky_gradient_x"], d["sky_gradient_y"] = d.pop("sky_gradient")
         return d
 
 
@@ -196,6 +222,40 @@ class Survey:
         and the chromatic factor rho_sky)."""
         v = self.visit(visit)
         return float(10.0 ** (-0.4 * (v.sky_mag - 31.4)) * self.electrons_per_njy_s)
+
+    def sky_factor(self, visit: int, xi, eta) -> np.ndarray:
+        """The visit's sky brightness at tangent-plane (xi, eta) arcsec relative to
+        :meth:`sky_rate` (1 everywhere without ``sky_gradient_fraction``)."""
+        v = self.visit(visit)
+        r = self.camera.field_radius_arcsec
+        return 1.0 + v.sky_gradient[0] * np.asarray(xi) / r + v.sky_gradient[1] * np.asarray(eta) / r
+
+    @property
+    def halo_peak_njy(self) -> float:
+        """Peak surface brightness of the halo above the atmosphere, nJy/arcsec² (0: no halo)."""
+        return float(self.config.halo_fraction * 10.0 ** (-0.4 * (SKY_MAG[self.band] - 31.4)))
+
+    def halo_center(self) -> tuple[float, float]:
+        """(ra, dec) of the halo centre, degrees."""
+        ox, oy = self.config.halo_offset_arcsec
+        ra, dec = tangent_to_sky(ox, oy, self.config.ra, self.config.dec)
+        return float(ra), float(dec)
+
+    def halo_sb(self, ra, dec) -> np.ndarray:
+        """True surface brightness of the halo at (ra, dec) degrees, nJy/arcsec² above the
+        atmosphere: ``peak exp(-r / h)``, r the angular distance from the centre in the
+        tangent plane of the centre (arcsec), h ``halo_scale_arcsec``."""
+        ra0, dec0 = self.halo_center()
+        xi, eta = sky_to_tangent(ra, dec, ra0, dec0)
+        return self.halo_peak_njy * np.exp(-np.hypot(xi, eta) / self.config.halo_scale_arcsec)
+
+    def halo_flux(self, radius_arcsec: float = np.inf) -> float:
+        """The halo's fluence (nJy) inside ``radius_arcsec`` of its centre (tangent plane):
+        ``2 pi h² peak (1 - (1 + r/h) exp(-r/h))``; all of it by default."""
+        h = self.config.halo_scale_arcsec
+        q = float(radius_arcsec) / h
+        inside = 1.0 if not np.isfinite(q) else 1.0 - (1.0 + q) * np.exp(-q)
+        return float(2.0 * np.pi * h * h * self.halo_peak_njy * inside)
 
     def visits_table(self) -> Table:
         """All visits as an astropy Table (one row per visit)."""
@@ -258,12 +318,15 @@ def make_survey(camera: Camera, n_visits: int = 10, seed: int = 1, band: str = "
     grad = rng.normal(0, cfg.grey_gradient_mag, size=(n, 2)) if cfg.grey_gradient_mag else np.zeros((n, 2))
     sky = SKY_MAG[cfg.band] + rng.normal(0, cfg.sky_sigma_mag, size=n)
     mjd = cfg.mjd_start + np.cumsum(rng.uniform(0.002, 0.01, size=n))
+    # drawn last and only when asked for, so surveys without it keep their draws
+    sky_grad = (rng.normal(0, cfg.sky_gradient_fraction, size=(n, 2)) if cfg.sky_gradient_fraction
+                else np.zeros((n, 2)))
     visits = [
         Visit(visit=1000 + i, ra=float(ra[i]), dec=float(dec[i]), rotation_deg=float(rot[i]),
               mjd=float(mjd[i]), exptime=float(exptime[i]), airmass=float(airmass[i]),
               seeing_fwhm=float(seeing[i]), extinction_mag=float(EXTINCTION[cfg.band] * airmass[i]),
               grey_mag=float(grey[i]), grey_gradient=(float(grad[i, 0]), float(grad[i, 1])),
-              sky_mag=float(sky[i]))
+              sky_mag=float(sky[i]), sky_gradient=(float(sky_grad[i, 0]), float(sky_grad[i, 1])))
         for i in range(n)
     ]
     return Survey(camera, cfg, visits)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import astropy.units as u
@@ -19,10 +19,11 @@ from astropy.io import fits
 from ..errors import InputError
 from ..geom import Box
 from ..image import Exposure, ImageKind, MaskPlane, require_kind
+from .bgmatch import fit_stack_background, match_backgrounds, subtract_matched
 from .mapping import DEFAULT_TOLERANCE
 from .warp import _area, _check_shape, area_metadata, as_sky_wcs, warp_arrays
 
-__all__ = ["coadd", "CoaddResult", "DEFAULT_BAD_MASK"]
+__all__ = ["coadd", "CoaddResult", "DEFAULT_BAD_MASK", "read_background_fields"]
 
 #: Input mask bits whose pixels are left out of a coadd.
 DEFAULT_BAD_MASK = int(MaskPlane.BAD | MaskPlane.SAT | MaskPlane.NO_DATA | MaskPlane.CR | MaskPlane.EDGE)
@@ -52,6 +53,16 @@ class CoaddResult:
         With ``weighting="exposure"``, the weight given to each input (in input order; 0 for
         an input that missed the grid), so that e.g. the coadd PSF where every input
         contributes is ``sum(w_i PSF_i) / sum(w_i)``; NaN with ``weighting="pixel"``.
+    background_fields : dict
+        With ``background_matching=True``: visit (or ``(visit, detector)``) -> the background
+        fitted to that visit's difference from the reference visit and subtracted from its
+        warps, a BoundedField in nJy/arcsec² on coadd-grid pixels (zero for the reference);
+        empty otherwise.
+    background_reference : object
+        The reference visit of the matching (None without matching).
+    coadd_background : BoundedField or None
+        The large-scale background fitted on the stack's surface brightness (nJy/arcsec²) and
+        subtracted, when ``coadd_background_order`` was given.
     """
 
     exposure: Exposure
@@ -60,6 +71,9 @@ class CoaddResult:
     rejected: np.ndarray
     pixel_area: np.ndarray
     input_weights: np.ndarray
+    background_fields: dict = field(default_factory=dict)
+    background_reference: Any = None
+    coadd_background: Any = None
 
     def write(self, path: str | os.PathLike, overwrite: bool = True) -> None:
         """Write the coadd (image, variance, mask, calibration) plus WEIGHT, COUNT, REJECTED
@@ -85,7 +99,49 @@ class CoaddResult:
         ]
         extra[0].header["BUNIT"] = "nJy-2"
         extra[3].header["BUNIT"] = "arcsec2"
+        # matched background fields as field tables, one HDU per visit (or visit, detector)
+        for key, bg in self.background_fields.items():
+            hdu = bg.to_hdu(name=_field_extname(key))
+            hdu.header["BGVISIT"] = (str(key[0] if isinstance(key, tuple) else key), "visit of this matched field")
+            if isinstance(key, tuple):
+                hdu.header["BGDET"] = (str(key[1]), "detector of this matched field")
+            hdu.header["BGREF"] = (str(self.background_reference), "reference visit")
+            hdu.header["BUNIT"] = "nJy/arcsec2"
+            extra.append(hdu)
+        if self.coadd_background is not None:
+            hdu = self.coadd_background.to_hdu(name="BGCOADD")
+            hdu.header["BUNIT"] = "nJy/arcsec2"
+            extra.append(hdu)
         atomic_write_hdulist(fits.HDUList(hdus + extra), path, overwrite=overwrite)
+
+
+def _field_extname(key: Any) -> str:
+    """EXTNAME of a matched background field: ``BGMATCH_<visit>`` or ``BGMATCH_<visit>_<detector>``."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return "BGMATCH_" + "_".join(str(p) for p in parts)
+
+
+def read_background_fields(path: str | os.PathLike) -> dict:
+    """The matched background fields written by :meth:`CoaddResult.write`: ``{visit: field}``
+    (``{(visit, detector): field}`` for per-detector matching), nJy/arcsec² on the coadd grid."""
+    from astropy.table import Table
+
+    from .._io import open_fits
+    from ..fields import field_from_table
+
+    out: dict = {}
+    with open_fits(path) as hdul:
+        for hdu in hdul:
+            if not hdu.name.startswith("BGMATCH_"):
+                continue
+            visit = hdu.header["BGVISIT"]
+            visit = int(visit) if str(visit).lstrip("-").isdigit() else visit
+            key = visit
+            if "BGDET" in hdu.header:
+                det = hdu.header["BGDET"]
+                key = (visit, int(det) if str(det).lstrip("-").isdigit() else det)
+            out[key] = field_from_table(Table.read(hdu))
+    return out
 
 
 def _calibrated(exp: Exposure, index: int) -> Exposure:
@@ -116,6 +172,12 @@ def coadd(
     bad_mask: int = DEFAULT_BAD_MASK,
     tolerance: float = DEFAULT_TOLERANCE,
     warped: bool = False,
+    background_matching: bool = False,
+    match_reference: Any = None,
+    match_order: int = 2,
+    match_per: str = "visit",
+    match_bin: int = 32,
+    coadd_background_order: int | None = None,
 ) -> CoaddResult:
     r"""Inverse-variance weighted mean of calibrated fluence warps.
 
@@ -149,6 +211,19 @@ def coadd(
     for 0.7" to 1.1" FWHM in the tests); coadd such inputs with ``clip=False`` (or PSF-match
     them first).
 
+    With ``background_matching=True`` the inputs may keep their sky (a per-visit level and
+    gradient, not subtracted per detector): each visit's warps are differenced from a reference
+    visit's on the **fluence** grid, where the sources cancel, the difference is divided by the
+    output pixel area and fitted, as a **surface brightness**, with a Chebyshev field of
+    ``match_order`` per visit (or per detector with ``match_per="detector"``), sources that do
+    not cancel clipped in bins of ``match_bin`` pixels; the field times the pixel area is
+    subtracted from the warps before clipping and stacking (:mod:`photocalib.warp.bgmatch`).
+    The visits then share the reference's sky, so extended light (halos, cirrus) is kept
+    rather than eroded by per-detector background meshes. ``coadd_background_order`` then fits
+    one background of that order to the stack's surface brightness over the whole grid and
+    subtracts it. The visit of an input is its metadata ``VISIT`` and its detector
+    ``DETECTOR`` (an input without ``VISIT`` is a visit of its own).
+
     Each warp's variance ignores the covariance the kernel introduces between neighbouring
     pixels (see :mod:`photocalib.warp.warp`), so the coadd variance is per pixel in the same
     sense.
@@ -178,6 +253,18 @@ def coadd(
     warped : bool
         The exposures are already warps onto ``target_wcs`` with ``shape`` (as
         :func:`warp_exposure` makes them): they are stacked as they are, not warped again.
+    background_matching : bool
+        Match every visit's background to a reference visit's before stacking.
+    match_reference : visit number, optional
+        The reference visit; default the one covering most of the grid.
+    match_order : int
+        Chebyshev order of each matched field (lowered where the overlap is small).
+    match_per : {"visit", "detector"}
+        One field per visit, or one per detector of a visit.
+    match_bin : int
+        Bin side, coadd pixels, of the difference statistics.
+    coadd_background_order : int, optional
+        Fit and subtract one background of this order on the stack's surface brightness.
 
     Returns
     -------
@@ -231,6 +318,13 @@ def coadd(
                        _usable(res.image, res.variance, res.mask, bad_mask)))
         owners.append(i)
 
+    matched = None
+    if background_matching and pieces:
+        keys = [_visit_detector(exposures[i], i) for i in owners]
+        matched = match_backgrounds(pieces, keys, area_out, reference=match_reference, order=match_order,
+                                    per=match_per, bin_size=match_bin)
+        pieces = subtract_matched(pieces, keys, matched, area_out, per=match_per)
+
     rejected = np.zeros((ny, nx), dtype=np.int32)
     if clip and len(pieces) >= 3:
         pieces, rejected = _clip(pieces, (ny, nx), clip_sigma, clip_relative)
@@ -263,6 +357,10 @@ def coadd(
         image = np.where(has, num / wsum, np.nan)
         variance = np.where(has, vsum / (wsum * wsum), np.nan)
     bits[~has] |= np.uint32(MaskPlane.NO_DATA)
+    stack_background = None
+    if coadd_background_order is not None and has.any():
+        stack_background = fit_stack_background(image, variance, area_out, int(coadd_background_order))
+        image = image - stack_background.fill() * area_out
 
     from ..calib import PhotoCalib
 
@@ -274,6 +372,13 @@ def coadd(
     metadata["PCCLIPS"] = (float(clip_sigma), "clip threshold [sigma]")
     metadata["PCCLIPR"] = (float(clip_relative), "clip threshold [fraction of the median]")
     metadata["PCWARPK"] = (str(kernel).lower(), "warp kernel")
+    metadata["PCBGMAT"] = (matched is not None, "backgrounds matched to a reference visit")
+    if matched is not None:
+        metadata["PCBGREF"] = (str(matched.reference), "reference visit of the background matching")
+        metadata["PCBGORD"] = (int(match_order), "order of the matched background fields")
+        metadata["PCBGPER"] = (match_per, "one matched field per visit or per detector")
+    if stack_background is not None:
+        metadata["PCBGCOA"] = (int(coadd_background_order), "order of the coadd background subtracted")
     for key, value in area_metadata(dst, box).items():
         metadata[key] = value
     exposure = Exposure(
@@ -293,6 +398,9 @@ def coadd(
         rejected=rejected,
         pixel_area=np.asarray(area_out),
         input_weights=input_weights,
+        background_fields=dict(matched.fields) if matched is not None else {},
+        background_reference=matched.reference if matched is not None else None,
+        coadd_background=stack_background,
     )
 
 
@@ -316,6 +424,14 @@ def _on_grid(exp: Exposure, shape: tuple[int, int], bad_mask: int, index: int):
     sub = Box(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
     sl = _slices(sub)
     return sub, exp.image[sl], exp.variance[sl], exp.mask[sl], ok[sl]
+
+
+def _visit_detector(exp: Exposure, index: int) -> tuple[Any, Any]:
+    """(visit, detector) of an input from its metadata; its index where a keyword is absent."""
+    meta = exp.metadata
+    visit = meta.get("VISIT", f"input{index}")
+    detector = meta.get("DETECTOR", index)
+    return visit, detector
 
 
 def _slices(box: Box) -> tuple[slice, slice]:
