@@ -23,8 +23,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..fields import BoundedField, ConstantField
-from ..geom import Box
 from ..fields.robust import robust_field_fit
+from ..geom import Box
 
 __all__ = ["MatchedBackgrounds", "fit_stack_background", "match_backgrounds"]
 
