@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-output
 
-.PHONY: demo demo-area test test-slow bench lint clean venv chromium
+.PHONY: demo demo-area test test-slow bench lint clean venv chromium docs docs-clean
 
 venv: $(STAMP)
 
@@ -41,8 +41,23 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+# The documentation site: Sphinx with warnings as errors, the examples/ gallery executed.
+# Offline by default; PHOTOCALIB_DOCS_INTERSPHINX=1 links to astropy, NumPy, Dask and GalSim.
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
+
+docs-clean:
+	rm -rf docs/_build docs/api/generated docs/auto_examples
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info docs/_build docs/api/generated docs/auto_examples

@@ -1,7 +1,7 @@
 """photocalib: photometric calibration that is correct about the astrometric Jacobian.
 
 Images are fluence (per pixel) or surface brightness (per arcsec²); they differ by the pixel
-area |det J| of the WCS. See docs/design.md for the conventions and the layers.
+area ``|det J|`` of the WCS. See docs/design.md for the conventions and the layers.
 """
 
 from __future__ import annotations

@@ -92,8 +92,8 @@ def fit_single(
     triangular Chebyshev field of ``order``, fitted to the ratios with inverse-variance weights
     (instrumental and reference errors combined) and iterative ``nsigma`` clipping.
 
-    Modes
-    -----
+    The modes:
+
     ``fluence`` (alias ``jacobian-aware``)
         ``instflux`` was measured on a FLUENCE image; c is c_F; kind FLUENCE.
     ``surface-brightness`` (aliases ``sb``, ``sb-jacobian``)

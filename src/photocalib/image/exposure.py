@@ -1,6 +1,6 @@
 """Exposure: an image that knows its kind (fluence or surface brightness), WCS and calibration.
 
-Conversions between the kinds are exact multiplications by the pixel-area image |det J|, which is
+Conversions between the kinds are exact multiplications by the pixel-area image ``|det J|``, which is
 computed once per (WCS, box, dtype) and cached.
 """
 
@@ -210,7 +210,7 @@ class Exposure:
 
     ``kind`` says what a pixel value means (:class:`ImageKind`): ``FLUENCE`` (per pixel) or
     ``SURFACE_BRIGHTNESS`` (per arcsec²). :meth:`to_fluence` and :meth:`to_surface_brightness`
-    convert exactly, multiplying (dividing) the image by the pixel area A(x, y) = |det J| in
+    convert exactly, multiplying (dividing) the image by the pixel area A(x, y) = ``|det J|`` in
     arcsec² at each pixel centre, the variance by A², and the unit by arcsec². (The area
     integrated over a pixel differs from the centre value by about ∇²A/24, below 1e-8 relative
     for real cameras.) The area image comes from ``wcs.pixel_area_field(bbox).fill()``, which

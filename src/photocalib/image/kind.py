@@ -14,7 +14,7 @@ class ImageKind(enum.Enum):
 
     ``FLUENCE``: the flux that fell on the pixel (counts or nJy per pixel); sums over pixels are
     fluxes. ``SURFACE_BRIGHTNESS``: flux per unit solid angle (counts or nJy per arcsec²); a
-    uniform sky is flat. They differ by the pixel area A(x, y) = |det J| in arcsec²:
+    uniform sky is flat. They differ by the pixel area A(x, y) = ``|det J|`` in arcsec²:
     fluence = surface brightness × A.
     """
 

@@ -1,6 +1,6 @@
 """Aperture photometry on fluence images, in pixel circles or in exact angular ellipses.
 
-An aperture of radius r arcsec around a source is the set of pixel offsets d with |J d| <= r,
+An aperture of radius r arcsec around a source is the set of pixel offsets d with ``|J d| <= r``,
 J the local Jacobian of the WCS: an ellipse, summed with exact pixel-overlap weights (strip
 integrals in ``_kernels``; sep's exact mode is the independent check in the tests).
 """
@@ -80,7 +80,7 @@ def _native_float(a) -> np.ndarray:
 
 
 def ellipse_from_jacobian(jacobian: np.ndarray, radius_arcsec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""The pixel ellipse {d : |J d| <= r} as sep's (a, b, theta).
+    r"""The pixel ellipse ``{d : |J d| <= r}`` as sep's (a, b, theta).
 
     With :math:`Q = J^T J` (pixel offsets to squared arcsec), the aperture is
     :math:`d^T Q d \le r^2`: semi-axes :math:`r/\sqrt{\lambda_\pm}` along the eigenvectors of
@@ -268,7 +268,7 @@ def aperture_photometry(
     radius : float or array_like, optional
         Circular aperture radius in pixels.
     radius_arcsec : float or array_like, optional
-        Aperture radius in arcsec: each source gets the ellipse {d : |J d| <= r} from the
+        Aperture radius in arcsec: each source gets the ellipse ``{d : |J d| <= r}`` from the
         exposure's WCS Jacobian at its position, so the aperture covers the same solid angle
         (π r² arcsec²) anywhere on the detector. Give exactly one of ``radius``,
         ``radius_arcsec``.

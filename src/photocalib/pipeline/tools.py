@@ -86,7 +86,7 @@ def read_image(path: Path, hdu: int | str | None):
 
 def area_map(path: str | os.PathLike, out: str | os.PathLike | None = None,
              hdu: int | str | None = None, dtype: str = "float64") -> Path:
-    """Write the pixel-area map |det J| (arcsec²) of every image HDU of ``path`` with a WCS.
+    """Write the pixel-area map ``|det J|`` (arcsec²) of every image HDU of ``path`` with a WCS.
 
     Parameters
     ----------

@@ -46,8 +46,7 @@ Public API
     Power-law counts dN/dm ~ 10^(0.3 m); SEDs: GalSim's Vega and blackbodies 3400-7200 K;
     fluxes (nJy) in ``u g r i z y`` through GalSim's LSST bandpasses. ``make_refcat`` gives the
     reference catalog (PS1-like errors: 3 mmag floor, 20 mmag at m = 20).
-``simulate(out_dir, preset, n_visits, detector_shape, n_detectors, seed, band, star_density, ...,
-client=None)`` -> ``SimulationResult``
+``simulate(out_dir, preset, n_visits, ..., client=None)`` -> ``SimulationResult``
     Renders each visit (and writes each flat) as one task of a :mod:`photocalib.execution`
     executor (a ``dask.distributed.Client`` if given, otherwise 2 threads of this process)
     and writes the layout below.

@@ -215,7 +215,7 @@ class Camera:
 
     .. math:: (\\xi', \\eta') = s\\,g(t)\\,(u, v),\\quad g(t) = 1 + a t^2 + b t^4,\\quad t = r / R,
 
-    with s the on-axis plate scale (arcsec/mm), r = |(u, v)|, R the field-edge radius, and a, b
+    with s the on-axis plate scale (arcsec/mm), r = ``|(u, v)|``, R the field-edge radius, and a, b
     solved so that the pixel area on the sky changes by the preset's published amount at the
     edge (and corner). The visit then rotates and flips this to (east, north) and deprojects with
     TAN about the pointing. Pixel (x, y) of a detector (0-based, centre of pixel on integers) is

@@ -1,0 +1,116 @@
+"""Sphinx configuration of the photocalib documentation (``make docs``).
+
+The build is offline by default: cross-references to astropy, NumPy, Dask and GalSim go through
+intersphinx only when ``PHOTOCALIB_DOCS_INTERSPHINX=1`` is set (the inventories are fetched from
+the projects' sites, which the build machines here cannot reach). Without it the references
+render as plain code and nothing is fetched, so ``-W`` stays meaningful offline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(DOCS))  # _gallery_support, for sphinx-gallery's reset_argv
+if (ROOT / "src" / "photocalib").is_dir():  # a source checkout documents its own sources
+    sys.path.insert(0, str(ROOT / "src"))
+
+import photocalib  # noqa: E402
+
+project = "photocalib"
+author = "the photocalib developers"
+copyright = "2026, the photocalib developers"  # noqa: A001 - Sphinx's name
+version = release = photocalib.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+    "myst_parser",
+    "sphinx_gallery.gen_gallery",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "images/README*"]
+templates_path = ["_templates"]
+
+# -- API reference -------------------------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints = "none"  # the numpydoc Parameters sections carry the types
+autodoc_member_order = "groupwise"
+numpydoc_show_class_members = False  # members are listed by the autosummary class template
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+numpydoc_validation_checks: set[str] = set()
+
+# -- intersphinx (online only, see the module docstring) ------------------------------------
+INTERSPHINX = {
+    "python": ("https://docs.python.org/3", None),
+    "numpy": ("https://numpy.org/doc/stable", None),
+    "astropy": ("https://docs.astropy.org/en/stable", None),
+    "dask": ("https://docs.dask.org/en/stable", None),
+    "distributed": ("https://distributed.dask.org/en/stable", None),
+    "galsim": ("https://galsim-developers.github.io/GalSim/_build/html", None),
+}
+intersphinx_mapping = INTERSPHINX if os.environ.get("PHOTOCALIB_DOCS_INTERSPHINX") == "1" else {}
+
+# -- MyST (the design document is Markdown) --------------------------------------------------
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# -- gallery -------------------------------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": str(ROOT / "examples"),
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r".*\.py$",  # every example runs when the docs are built
+    "ignore_pattern": r"(__init__|_support)\.py$",
+    "reset_argv": "_gallery_support.reset_argv",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "within_subsection_order": "FileNameSortKey",
+    "image_scrapers": ("matplotlib",),
+    "matplotlib_animations": False,
+    "show_memory": False,
+    "write_computation_times": False,
+    "plot_gallery": "True",
+}
+
+# -- HTML ----------------------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = f"photocalib {release}"
+html_static_path: list[str] = []
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": [],
+}
+html_sidebars = {"**": ["sidebar-nav-bs"]}
+
+
+def _drop_missing_design(app, docname, source) -> None:
+    """Leave the design document out of the index toctree until docs/design.md exists.
+
+    Sphinx warns about a toctree entry without a document (and about an empty glob), and the
+    build runs with ``-W``; the design document is written separately and may land later.
+    """
+    if docname == "index" and not (DOCS / "design.md").exists():
+        source[0] = source[0].replace("\n   design\n", "\n")
+
+
+def setup(app):
+    app.connect("source-read", _drop_missing_design)
