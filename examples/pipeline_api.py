@@ -26,7 +26,6 @@ import photocalib as pc
 from photocalib.pipeline import Config, find_inputs, run_pipeline
 
 
-
 # %%
 # A small survey with known truth
 # -------------------------------
@@ -51,7 +50,8 @@ def simulate_survey(out: Path, n_visits: int) -> Path:
 # ``scheduler="tcp://host:8786"`` to use an existing one.
 def run(survey: Path, out: Path) -> Path:
     config = Config().with_overrides(
-        calibration={"joint_model": "separated", "star_flat_order": 2}, warp={"coadd_size": 400})
+        calibration={"joint_model": "separated", "star_flat_order": 2}, warp={"coadd_size": 400},
+        dask={"progress": False})
     result = run_pipeline(find_inputs(survey), out / "run", config)
     print("timings (s):", {k: round(v, 1) for k, v in result.timings.items()})
     print("report:", result.report)

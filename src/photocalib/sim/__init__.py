@@ -53,6 +53,7 @@ Public API
     ``SimulationResult`` has ``camera``, ``survey``, ``stars``, ``refcat``, ``observations``
     (truth table), the paths, ``read_raw``, ``read_dome_flat``, ``header``, and
     ``truth_map(detector, name)``, ``SimulationResult.load(out_dir)``.
+
 ``testing.small_survey(tmp_dir, **overrides)``: a few-second run for other layers' tests.
 
 On disk
