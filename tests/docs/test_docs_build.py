@@ -46,7 +46,7 @@ def built_site():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     env.pop("PHOTOCALIB_DOCS_INTERSPHINX", None)  # offline: nothing may be fetched
     proc = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
+        [sys.executable, "-m", "sphinx", "-E", "-W", "--keep-going", "-b", "html",
          str(ROOT / "docs"), str(HTML)],
         capture_output=True, text=True, env=env, timeout=1500, check=False)
     assert proc.returncode == 0, f"sphinx-build -W failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
