@@ -73,14 +73,27 @@ in-process one to rounding.
 Errors: parameter covariance from the constrained inverse of the reduced Hessian; star
 magnitude variances ``1/W_s + u_sᵀ C u_s / W_s²`` (the measurement and calibration parts).
 
-Outlier rejection: after convergence, observations whose leverage-corrected normalised
-residual ``|z| = |r| / sqrt(σ² − 1/W_s)`` exceeds ``max(n_sigma, 0.25 · max|z|)`` are
-candidates, only the worst one per star is rejected per round, and the fit re-converges;
-rejected observations back within ``n_sigma`` are restored. Rejecting only the worst per star
-(as jointcal does) avoids "swamping": a gross outlier drags its star's mean, so its good
-measurements look discrepant too until it is gone. The geometric threshold does the same for
-the calibration: 3 % of gross outliers shift grey terms by a few mmag, enough to push
-precise (sub-mmag) measurements of bright stars past 5σ until the worst outliers are gone.
+Outliers, inside the solve: from the robust start the fit first converges roughly by least
+squares, then minimises the Cauchy cost ``Σ c² ln(1 + z² / c²)`` (``z`` the normalised residual,
+``c = robust_scale``, 3 by default) by iteratively reweighted least squares: each map computes
+the weights ``w / (1 + z² / c²)`` from its own residuals, so a gross outlier loses its weight
+within the Gauss–Newton iterations instead of in rounds of rejecting and re-solving. At the
+robust solution, observations whose leverage-corrected ``|z|`` exceeds ``n_sigma`` are set aside
+and the fit is finished by plain least squares on the rest (so χ², the errors and the residual
+table mean what they always did); the set is re-classified at that solution until it is stable
+(usually once). ``robust_scale=None`` restores the older rounds: reject the worst observation per
+star beyond ``max(n_sigma, 0.25 · max|z|)`` and re-converge, restoring any back within
+``n_sigma``.
+
+Thin data: where a detector or visit has stars on part of its area only, its polynomial is
+unconstrained on the rest. Two weak Gaussian priors (:mod:`._priors`) keep every calibration finite
+and positive over the whole detector: the star flats' non-constant coefficients are pulled to 0
+(σ ``star_flat_prior``, so they go flat, i.e. to lower order, where nothing constrains them), and
+each monolithic visit polynomial's shape, seen in one focal-plane frame shared by all visits, is
+pulled to the visits' mean shape (σ ``visit_prior``), so it follows the camera where the visit has
+no stars. Where the data constrain a coefficient they outweigh the prior by 10⁴ or more. The
+solution's ``coverage`` table says, per (visit, detector), which fraction of the area its own
+observations constrain.
 """
 
 from __future__ import annotations
@@ -99,6 +112,7 @@ from ..fields import BoundedField, ChebyshevField, ConstantField, ProductField
 from ..geom import Box
 from ..image.kind import ImageKind
 from . import _kernels as K
+from . import _priors
 from ._joint_model import (
     Block,
     cheb_basis,
@@ -232,6 +246,7 @@ class _Problem:
     visit_center: np.ndarray  # (n_visits, 2) ra0, dec0
     visit_radius: np.ndarray
     visit_rotation: np.ndarray  # camera rotation angle (rad) on the sky, up to a constant
+    frame_offset: np.ndarray  # complex (arcsec): the shared focal-plane origin on each visit's tangent plane
     boxes: dict
     wcs: dict
     ref_w: np.ndarray
@@ -267,7 +282,9 @@ class JointCalibrator:
         Outlier threshold on leverage-corrected normalised residuals; ``None`` or ``inf``
         disables rejection.
     max_rejection_rounds : int
-        Rounds of rejection (each followed by re-convergence).
+        Rounds of classification at ``n_sigma`` (each followed by re-convergence): after the
+        robust solve the set of kept observations is re-classified until stable (usually one
+        or two rounds); with ``robust_scale=None``, rounds of rejecting the worst per star.
     error_floor : float
         Magnitude error added in quadrature to every observation.
     max_iter : int
@@ -284,6 +301,20 @@ class JointCalibrator:
         :meth:`JointSolution.photo_calib` (default ``visit_order + 4``).
     compute_errors : bool
         Compute parameter covariances and the calibration part of star-flux errors.
+    star_flat_prior : float or None
+        σ (mag) of a Gaussian prior pulling every non-constant coefficient of the star flats
+        (monolithic: the detector polynomials) to 0: where a detector has no stars its star flat
+        stays flat instead of running away. ``None``: no prior. See :mod:`._priors`.
+    robust_scale : float or None
+        Scale ``c`` (in units of each observation's σ) of the Cauchy cost
+        ``Σ c² ln(1 + z² / c²)`` minimised by iteratively reweighted least squares before the
+        final classification at ``n_sigma`` (outliers lose their weight inside the solve, so
+        there are no reject-and-resolve rounds). ``None``: the older rounds of rejecting the
+        worst observation per star and re-solving (``max_rejection_rounds``).
+    visit_prior : float or None
+        Monolithic: σ (mag) of a Gaussian prior tying each visit polynomial's shape, in the
+        focal-plane frame shared by all visits, to the visits' mean shape, so that a visit
+        polynomial follows the camera's shape where the visit has no stars. ``None``: no prior.
     """
 
     def __init__(
@@ -305,6 +336,9 @@ class JointCalibrator:
         chunk_size: int = 1_000_000,
         approx_order: int | None = None,
         compute_errors: bool = True,
+        star_flat_prior: float | None = 0.1,
+        visit_prior: float | None = 0.01,
+        robust_scale: float | None = 3.0,
     ) -> None:
         if model not in MODELS:
             raise InputError(f"unknown joint model {model!r}; use one of {', '.join(MODELS)}")
@@ -334,6 +368,15 @@ class JointCalibrator:
         self.chunk_size = int(chunk_size)
         self.approx_order = approx_order
         self.compute_errors = bool(compute_errors)
+        for name, value in (("star_flat_prior", star_flat_prior), ("visit_prior", visit_prior)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise InputError(f"JointCalibrator {name} must be None or a positive number of magnitudes, "
+                                 f"got {value!r}")
+        if robust_scale is not None and not (np.isfinite(robust_scale) and robust_scale > 0):
+            raise InputError(f"JointCalibrator robust_scale must be None or a positive number (in σ), got {robust_scale!r}")
+        self.robust_scale = None if robust_scale is None else float(robust_scale)
+        self.star_flat_prior = None if star_flat_prior is None else float(star_flat_prior)
+        self.visit_prior = None if visit_prior is None else float(visit_prior)
 
     def __repr__(self) -> str:
         return (f"JointCalibrator(model={self.model!r}, kind={self.kind.value}, "
@@ -524,6 +567,7 @@ class JointCalibrator:
         eta = np.empty(len(row))
         radius = np.zeros(len(visit_ids))
         orient = np.zeros((len(visit_ids), len(det_ids)), dtype=np.complex128)
+        centre_t = np.full((len(visit_ids), len(det_ids)), np.nan, dtype=np.complex128)
         # visit radius from the corners and edge midpoints of its detector boxes
         for up in upairs:
             vi, di = int(up // len(det_ids)), int(up % len(det_ids))
@@ -536,7 +580,9 @@ class JointCalibrator:
             radius[vi] = max(radius[vi], float(np.max(np.abs(cxi))), float(np.max(np.abs(ceta))))
             # direction of the detector's x axis on the visit's tangent plane
             orient[vi, di] = np.exp(1j * math.atan2(ceta[7] - ceta[6], cxi[7] - cxi[6]))
+            centre_t[vi, di] = 0.5 * (cxi[6] + cxi[7]) + 0.5j * (ceta[6] + ceta[7])
         visit_rotation = _camera_rotation(orient)
+        frame_offset, _ = _priors.focal_plane_frame(centre_t, visit_rotation)
         vsel_order = np.argsort(visit, kind="stable")
         vb = np.searchsorted(visit[vsel_order], np.arange(len(visit_ids) + 1))
         for vi in range(len(visit_ids)):
@@ -713,7 +759,7 @@ class JointCalibrator:
             visit_ids=visit_ids_u, detector_ids=det_ids_u, star_ids=star_ids, epoch_ids=epoch_ids[e_used],
             epdet_pairs=epdet_pairs, visit_epoch=np.searchsorted(e_used, ve[v_used]),
             visit_center=np.stack([v_ra[v_used], v_dec[v_used]], axis=1), visit_radius=radius[v_used],
-            visit_rotation=visit_rotation[v_used],
+            visit_rotation=visit_rotation[v_used], frame_offset=frame_offset[v_used],
             boxes={_key(d): boxes[_key(d)] for d in det_ids_u},
             wcs=_subset_wcs(wcs, visit_ids_u, det_ids_u),
             ref_w=ref_w, ref_m=ref_m, star_colour=star_colour, chunks=chunks, excluded=excluded,
@@ -766,6 +812,24 @@ class JointCalibrator:
             rows.append(mean_of_groups(b, range(b.n_groups)))
             targets.append(0.0)
         return np.array(rows), np.array(targets)
+
+    def _prior(self, prob: _Problem, level: np.ndarray) -> np.ndarray | None:
+        """The priors' quadratic form ``Q`` (χ² gets ``pᵀ Q p``), or None without priors.
+
+        ``level`` is each visit's starting grey level (it normalises the shared-shape prior).
+        """
+        Q = None
+        for b in prob.blocks:
+            if b.coord == "pixel" and b.base == 0.0 and b.order > 0 and self.star_flat_prior is not None:
+                Q = np.zeros((prob.n_p, prob.n_p)) if Q is None else Q
+                Q[np.diag_indices(prob.n_p)] += _priors.ridge(prob.n_p, b, self.star_flat_prior)
+            if b.name == "visit" and b.order > 0 and self.visit_prior is not None and b.n_groups > 1:
+                frame_radius = float(np.max(prob.visit_radius))
+                maps = [_priors.frame_map(b.order, prob.frame_offset[v], prob.visit_rotation[v],
+                                          prob.visit_radius[v], frame_radius) for v in range(b.n_groups)]
+                Qv = _priors.shared_shape(prob.n_p, b, maps, level, self.visit_prior)
+                Q = Qv if Q is None else Q + Qv
+        return Q
 
     def _describe_param(self, prob: _Problem, j: int) -> str:
         for b in prob.blocks:
@@ -835,7 +899,7 @@ def _chunk_data(prob: _Problem, sel: np.ndarray) -> dict:
 
 
 def linearize_chunk(chunk: dict, p: np.ndarray, star_mag: np.ndarray, w: np.ndarray, blocks: list,
-                    nbs: np.ndarray, n_p: int, need_matrix: bool = True) -> dict:
+                    nbs: np.ndarray, n_p: int, need_matrix: bool = True, robust: float | None = None) -> dict:
     """The map: residuals, derivative rows and the visit-local normal equations of one chunk.
 
     Parameters
@@ -847,11 +911,16 @@ def linearize_chunk(chunk: dict, p: np.ndarray, star_mag: np.ndarray, w: np.ndar
     star_mag, w : ndarray
         Current magnitude of each observation's star, and the observation weights (0 =
         rejected), in chunk order.
+    robust : float or None
+        Cauchy scale ``c`` (in units of σ): the weights become ``w / (1 + w r² / c²)``, the
+        iteratively reweighted least-squares weights of the cost ``Σ c² ln(1 + w r² / c²)``,
+        computed here from this point's residuals (so every step decreases that cost).
 
     Returns
     -------
     dict
-        ``sel, D, r, N`` (upper triangle of ``Σ w D Dᵀ``), ``b`` (``Σ w D r``), ``chi2``,
+        ``sel, D, r, N`` (upper triangle of ``Σ w D Dᵀ``), ``b`` (``Σ w D r``), ``w`` (the
+        weights used), ``chi2`` (the cost: ``Σ w r²``, or the Cauchy cost with ``robust``),
         ``n_bad`` (observations where a factor is not positive). ``N`` and ``b`` are ``None``
         when ``need_matrix`` is false (a frozen-Hessian iteration needs only ``D`` and ``r``).
     """
@@ -859,9 +928,15 @@ def linearize_chunk(chunk: dict, p: np.ndarray, star_mag: np.ndarray, w: np.ndar
     coords = {"pixel": (chunk["pu"], chunk["pv"]), "tangent": (chunk["tu"], chunk["tv"])}
     log_model, D, _starts, ok = evaluate_blocks(blocks, p, groups, coords, chunk["colour"])
     r = chunk["m"] - log_model - star_mag
+    if robust is None:
+        cost = float(np.sum(w * r * r))
+    else:
+        u = w * r * r / robust**2
+        cost = float(robust**2 * np.sum(np.log1p(u)))
+        w = w / (1.0 + u)
     N, b = K.accumulate_normal(chunk["starts"], nbs, D, w, r, n_p) if need_matrix else (None, None)
-    return {"sel": chunk["sel"], "D": D, "r": r, "N": N, "b": b,
-            "chi2": float(np.sum(w * r * r)), "n_bad": int(np.count_nonzero(~ok & (w > 0)))}
+    return {"sel": chunk["sel"], "D": D, "r": r, "N": N, "b": b, "w": w,
+            "chi2": cost, "n_bad": int(np.count_nonzero(~ok & (w > 0)))}
 
 
 class _Mapper:
@@ -884,21 +959,23 @@ class _Mapper:
         k = int(prob.nbs.sum())
         self.D = np.empty((n, k))
         self.r = np.empty(n)
+        self.w = np.empty(n)
 
-    def __call__(self, p, star_mag_obs, w, need_matrix=True):
+    def __call__(self, p, star_mag_obs, w, need_matrix=True, robust=None):
         prob = self.prob
         N = np.zeros((prob.n_p, prob.n_p)) if need_matrix else None
         b = np.zeros(prob.n_p) if need_matrix else None
         chi2 = 0.0
         n_bad = 0
         if self.client is None:
-            results = self._threaded(p, star_mag_obs, w, need_matrix)
+            results = self._threaded(p, star_mag_obs, w, need_matrix, robust)
         else:
-            results = self._distributed(p, star_mag_obs, w, need_matrix)
+            results = self._distributed(p, star_mag_obs, w, need_matrix, robust)
         for res in results:
             sel = res["sel"]
             self.D[sel] = res["D"]
             self.r[sel] = res["r"]
+            self.w[sel] = res["w"]
             if need_matrix:
                 N += res["N"]
                 b += res["b"]
@@ -909,7 +986,7 @@ class _Mapper:
     #: Times a chunk whose scattered data was lost (its worker died) is scattered again.
     _MAX_RESCATTER = 3
 
-    def _distributed(self, p, star_mag_obs, w, need_matrix) -> list[dict]:
+    def _distributed(self, p, star_mag_obs, w, need_matrix, robust) -> list[dict]:
         """Map over the scattered chunks on the client, scattering again any chunk whose worker died.
 
         The chunks are scattered once and have no lineage: if the worker holding one dies, the
@@ -928,7 +1005,7 @@ class _Mapper:
         for attempt in range(self._MAX_RESCATTER + 1):
             futs = {i: self.client.submit(linearize_chunk, self.futures[i], p,
                                           star_mag_obs[self.chunks[i]["sel"]], w[self.chunks[i]["sel"]],
-                                          prob.blocks, prob.nbs, prob.n_p, need_matrix, pure=False)
+                                          prob.blocks, prob.nbs, prob.n_p, need_matrix, robust, pure=False)
                     for i in todo}
             lost: list[int] = []
             last: BaseException | None = None
@@ -957,7 +1034,7 @@ class _Mapper:
             f"{self._MAX_RESCATTER + 1} times (last: {type(last).__name__}: {last}); "
             "check the workers' memory limit and logs, or fit without client=")
 
-    def _threaded(self, p, star_mag_obs, w, need_matrix):
+    def _threaded(self, p, star_mag_obs, w, need_matrix, robust):
         """Results of the in-process map, in chunk order (a fixed summation order), computed on
         ``K.num_threads()`` threads with at most one chunk per thread waiting (bounds memory)."""
         from collections import deque
@@ -968,7 +1045,7 @@ class _Mapper:
 
         def one(c):
             return linearize_chunk(c, p, star_mag_obs[c["sel"]], w[c["sel"]], prob.blocks, prob.nbs, prob.n_p,
-                                   need_matrix)
+                                   need_matrix, robust)
 
         if n_threads <= 1:
             yield from (one(c) for c in self.chunks)
@@ -1027,6 +1104,8 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
     vis_block = next(b for b in prob.blocks if b.group == "visit")
     p[vis_block.offset + np.arange(vis_block.n_groups) * vis_block.n_basis] = grey0
     ref_w = prob.ref_w if prob.model != "reference-free" else np.zeros(n_s)
+    Q = cfg._prior(prob, grey0)
+    Qz = np.zeros((prob.n_p, prob.n_p)) if Q is None else Q
 
     lam = None
     history = []
@@ -1041,15 +1120,23 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
     fact = None  # (cho, X, C X) of the last assembled Hessian
     last_step = np.inf
     force_full = True
+    # Outliers: phase 0 converges roughly by least squares from the robust start, phase 1 by
+    # iteratively reweighted least squares on a Cauchy cost (gross outliers lose their weight
+    # inside the solve), then phase 2 refits by least squares on the observations whose
+    # leverage-corrected |z| at the robust solution is below n_sigma, re-classifying until the
+    # set is stable. Without robust_scale (None) the older reject-and-resolve rounds run.
+    irls = cfg.n_sigma is not None and cfg.robust_scale is not None
+    phase = 0 if irls else 2
     while True:
         # The Schur complement is the expensive part; once steps are small the Hessian hardly
         # changes, so it is re-used (a frozen-Hessian Newton step, converging linearly at a rate
         # of the Hessian's relative change) and re-assembled at the end to confirm convergence
         # and give the covariance.
         full = force_full or fact is None or last_step > 2e-2
-        Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], w, full)
+        Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], w, full, cfg.robust_scale if phase == 1 else None)
+        we = mapper.w  # the weights of this iteration (w, or its Cauchy reweighting)
         ref_b = ref_w * (prob.ref_m - M)
-        chi2 = chi2_obs + float(np.sum(ref_w * (M - prob.ref_m) ** 2))
+        chi2 = chi2_obs + float(np.sum(ref_w * (M - prob.ref_m) ** 2)) + float(p @ Qz @ p)
         if prev is not None and (n_bad > 0 or chi2 > prev[0] * (1 + 1e-10) + 1e-12) and step > 1e-3:
             if not prev[5]:
                 # a frozen-Hessian step went uphill: go back and assemble the true Hessian there
@@ -1062,11 +1149,11 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
             M = prev[2] + step * prev[4]
             continue
         if full:
-            Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, w, mapper.r, ref_w, ref_b,
+            Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, we, mapper.r, ref_w, ref_b,
                                              prob.n_p, K.num_threads())
             n_full += 1
-            S = _symmetrize(Npp + Ns)
-            rhs = bpp + bs
+            S = _symmetrize(Npp + Ns) + Qz
+            rhs = bpp + bs - Qz @ p
             diag = np.diag(S).copy()
             if lam is None:
                 lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
@@ -1085,17 +1172,17 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
             X = sla.cho_solve(cho, C.T)
             fact = (cho, X, C @ X)
         else:
-            W = np.bincount(star, weights=w, minlength=n_s) + ref_w
-            B = np.bincount(star, weights=w * mapper.r, minlength=n_s) + ref_b
+            W = np.bincount(star, weights=we, minlength=n_s) + ref_w
+            B = np.bincount(star, weights=we * mapper.r, minlength=n_s) + ref_b
             mean_r = np.where(W > 0, B / np.where(W > 0, W, 1.0), 0.0)
-            rhs = K.rows_scatter(prob.starts, prob.nbs, mapper.D, w * (mapper.r - mean_r[star]), prob.n_p)
+            rhs = K.rows_scatter(prob.starts, prob.nbs, mapper.D, we * (mapper.r - mean_r[star]), prob.n_p) - Qz @ p
         cho, X, CX = fact
         rhs_p = rhs + lam * (C.T @ (t - C @ p))
         yv = sla.cho_solve(cho, rhs_p)
         nu = np.linalg.solve(CX, C @ yv - (t - C @ p))
         dp = yv - X @ nu
         dmod = K.rows_dot(prob.starts, prob.nbs, mapper.D, dp)
-        udp = np.bincount(star, weights=w * dmod, minlength=n_s)
+        udp = np.bincount(star, weights=we * dmod, minlength=n_s)
         dM = np.where(W > 0, (B - udp) / np.where(W > 0, W, 1.0), 0.0)
         history.append(chi2)
         n_iter += 1
@@ -1106,6 +1193,18 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
         if full and len(history) - since_reject >= 2 and 0.0 <= history[-2] - history[-1] <= 1e-11 * history[-1]:
             small = True
         force_full = False
+        if phase < 2 and (small or (phase == 0 and last_step < 1e-3)) and n_iter < cfg.max_iter:
+            if phase == 1:  # robust solution reached: keep what is within n_sigma of it
+                w = w0 * _within(prob, mapper.r, we, w0, ref_w, cfg.n_sigma)
+                rounds += 1
+            phase += 1
+            since_reject = len(history)
+            prev = None
+            step = 1.0
+            force_full = True
+            p = p + dp
+            M = M + dM
+            continue
         if small and not full and n_iter < cfg.max_iter:
             force_full = True  # confirm with the true Hessian (and get the covariance)
             prev = None
@@ -1114,7 +1213,12 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
             continue
         if small or n_iter >= cfg.max_iter:
             if small and cfg.n_sigma is not None and rounds < cfg.max_rejection_rounds:
-                n_rej = _reject(prob, mapper.r, w, w0, W, cfg.n_sigma)
+                if irls:
+                    keep = _within(prob, mapper.r, we, w0, ref_w, cfg.n_sigma)
+                    n_rej = int(np.count_nonzero(keep != (w > 0)))
+                    w = w0 * keep
+                else:
+                    n_rej = _reject(prob, mapper.r, w, w0, W, cfg.n_sigma)
                 if n_rej:
                     rounds += 1
                     since_reject = len(history)
@@ -1127,16 +1231,18 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
             converged = small
             if not full:
                 # ran out of iterations on a frozen Hessian: assemble it for the covariance
-                Npp, bpp, _, _ = mapper(p, M[star], w, True)
-                Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, w, mapper.r, ref_w,
+                Npp, bpp, _, _ = mapper(p, M[star], w, True, cfg.robust_scale if phase == 1 else None)
+                we = mapper.w
+                Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, we, mapper.r, ref_w,
                                                  ref_w * (prob.ref_m - M), prob.n_p, K.num_threads())
-                S = _symmetrize(Npp + Ns)
+                S = _symmetrize(Npp + Ns) + Qz
             break
         prev = (chi2, p, M, dp, dM, full)
         step = 1.0
         p = p + dp
         M = M + dM
     # -- final state: p, M, with S, mapper.D/r at p (the last step was below tol)
+    chi2 -= float(p @ Qz @ p)  # the solution reports the data's χ²; the priors' share is not data
     cov = None
     perr = np.zeros(prob.n_p)
     var_cal = np.zeros(n_s)
@@ -1148,7 +1254,7 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
         X = inv @ C.T
         cov = inv - X @ np.linalg.solve(C @ X, X.T)
         perr = np.sqrt(np.clip(np.diag(cov), 0, None))
-        var_cal = K.star_quadratic(prob.ptr, prob.starts, prob.nbs, mapper.D, w, cov, K.num_threads())
+        var_cal = K.star_quadratic(prob.ptr, prob.starts, prob.nbs, mapper.D, we, cov, K.num_threads())
     Wsafe = np.where(W > 0, W, np.inf)
     mag_err = np.sqrt(1.0 / Wsafe + var_cal / np.where(W > 0, W, 1.0) ** 2)
     used = w > 0
@@ -1171,6 +1277,22 @@ def _solve(cfg: JointCalibrator, prob: _Problem, client) -> JointSolution:
     z = np.where(lev > 1e-12 / w0, z, 0.0)
     return JointSolution._from_fit(cfg, prob, p, perr, M, mag_err, n_used_star, mapper.r, z, used, chi2, dof,
                                    n_iter, converged, rounds, zp_offset, zp_offset_err, history)
+
+
+def _within(prob: _Problem, r: np.ndarray, we: np.ndarray, w0: np.ndarray, ref_w: np.ndarray,
+            n_sigma: float) -> np.ndarray:
+    """Observations whose leverage-corrected normalised residual is below ``n_sigma``.
+
+    ``we`` are the weights the solution was fitted with: an observation that carried more than
+    half its weight is in its star's mean (residual variance ``σ² − 1/W_s``), one that did not
+    is compared with a mean it hardly entered (``σ² + 1/W_s``).
+    """
+    W = np.bincount(prob.star, weights=we, minlength=len(prob.ptr) - 1) + ref_w
+    Wst = np.where(W[prob.star] > 0, W[prob.star], np.inf)
+    inside = we > 0.5 * w0
+    var = np.where(inside, 1.0 / w0 - 1.0 / Wst, 1.0 / w0 + 1.0 / Wst)
+    z = np.abs(r) / np.sqrt(np.clip(var, 1e-30, None))
+    return (z < n_sigma) | (inside & (var <= 1e-9 / w0))
 
 
 def _reject(prob: _Problem, r: np.ndarray, w: np.ndarray, w0: np.ndarray, W: np.ndarray, n_sigma: float,
@@ -1211,6 +1333,34 @@ def _reject(prob: _Problem, r: np.ndarray, w: np.ndarray, w0: np.ndarray, W: np.
 # ----------------------------------------------------------------------------------------------
 # the solution
 # ----------------------------------------------------------------------------------------------
+#: Cells per axis of the grid on which :attr:`JointSolution.coverage` counts a detector's area.
+COVERAGE_CELLS = 8
+
+
+def _coverage(prob: _Problem, used: np.ndarray) -> Table:
+    """Per (visit, detector) seen: used observations and the fraction of its area they constrain.
+
+    The detector box is cut into ``COVERAGE_CELLS``² equal cells; a cell is constrained when it
+    holds at least one used observation of that (visit, detector).
+    """
+    n = COVERAGE_CELLS
+    n_d = len(prob.detector_ids)
+    ext = np.array([prob.boxes[_key(d)].extent for d in prob.detector_ids], dtype=np.float64)
+    e = ext[prob.detector]
+    cx = np.clip(((prob.x - e[:, 0]) / (e[:, 1] - e[:, 0]) * n).astype(np.int64), 0, n - 1)
+    cy = np.clip(((prob.y - e[:, 2]) / (e[:, 3] - e[:, 2]) * n).astype(np.int64), 0, n - 1)
+    pair = prob.visit.astype(np.int64) * n_d + prob.detector
+    cells = np.unique((pair * n * n + cx + n * cy)[used]) // (n * n)
+    n_cells = np.bincount(cells, minlength=len(prob.visit_ids) * n_d)
+    n_used = np.bincount(pair[used], minlength=len(prob.visit_ids) * n_d)
+    vindex = {_key(v): i for i, v in enumerate(prob.visit_ids)}
+    dindex = {_key(d): i for i, d in enumerate(prob.detector_ids)}
+    keys = sorted(prob.wcs, key=lambda k: (vindex[k[0]], dindex[k[1]]))
+    pk = np.array([vindex[k[0]] * n_d + dindex[k[1]] for k in keys], dtype=np.int64)
+    return Table({"visit": prob.visit_ids[pk // n_d], "detector": prob.detector_ids[pk % n_d],
+                  "n_used": n_used[pk].astype(np.int64), "area_fraction": n_cells[pk] / float(n * n)})
+
+
 class _TangentPolynomial(BoundedField):
     """A visit polynomial in tangent-plane coordinates, seen on one detector's pixels (transient).
 
@@ -1259,13 +1409,19 @@ class JointSolution:
         Reference-free with standards: the magnitude shift applied to match them.
     excluded : astropy.table.Table
         ``what, id, reason``: rows, stars, visits, detectors left out of the fit and why.
+    coverage : astropy.table.Table
+        Per (visit, detector) in the fit: ``n_used`` observations and ``area_fraction``, the
+        fraction of the detector's area its used observations constrain (of the
+        ``COVERAGE_CELLS``² equal cells of the box, those holding at least one). Elsewhere the
+        calibration comes from the star flat (fitted on all visits) and, for the visit terms,
+        from the priors (see ``star_flat_prior`` and ``visit_prior``).
     visits, detectors : list
     """
 
     def __init__(self, *, model, kind, config, blocks, params, param_err, visit_ids, detector_ids, epoch_ids,
                  epdet_pairs, visit_epoch, visit_center, visit_radius, boxes, wcs, star_flux, residuals,
                  chi2, dof, chi2_visit, chi2_detector, n_iter, converged, n_rejection_rounds,
-                 zero_point_offset, zero_point_offset_err, excluded, chi2_history=()):
+                 zero_point_offset, zero_point_offset_err, excluded, chi2_history=(), coverage=None):
         self.model = model
         self.kind = kind
         self.config = dict(config)
@@ -1299,6 +1455,9 @@ class JointSolution:
         self.zero_point_offset_err = float(zero_point_offset_err)
         self.excluded = excluded
         self.chi2_history = tuple(float(c) for c in chi2_history)
+        self.coverage = coverage if coverage is not None else Table(
+            {"visit": np.array([], dtype=np.int64), "detector": np.array([], dtype=np.int64),
+             "n_used": np.array([], dtype=np.int64), "area_fraction": np.array([], dtype=np.float64)})
         self._cache: dict = {}
 
     # -- construction from a fit ---------------------------------------------------------------
@@ -1338,6 +1497,9 @@ class JointSolution:
             "visit_order": cfg.visit_order, "detector_order": cfg.detector_order,
             "grey_gradient": cfg.grey_gradient, "chromatic_order": -1 if cfg.chromatic_order is None else cfg.chromatic_order,
             "n_sigma": np.inf if cfg.n_sigma is None else cfg.n_sigma, "error_floor": cfg.error_floor,
+            "star_flat_prior": 0.0 if cfg.star_flat_prior is None else cfg.star_flat_prior,
+            "robust_scale": 0.0 if cfg.robust_scale is None else cfg.robust_scale,
+            "visit_prior": 0.0 if cfg.visit_prior is None else cfg.visit_prior,
             "approx_order": (cfg.visit_order + 4) if cfg.approx_order is None else int(cfg.approx_order),
         }
         return cls(model=cfg.model, kind=cfg.kind, config=config, blocks=prob.blocks, params=p, param_err=perr,
@@ -1346,7 +1508,8 @@ class JointSolution:
                    visit_radius=prob.visit_radius, boxes=prob.boxes, wcs=prob.wcs, star_flux=star_flux,
                    residuals=residuals, chi2=chi2, dof=dof, chi2_visit=chi2_visit, chi2_detector=chi2_detector,
                    n_iter=n_iter, converged=converged, n_rejection_rounds=rounds, zero_point_offset=zp_offset,
-                   zero_point_offset_err=zp_offset_err, excluded=excluded, chi2_history=history)
+                   zero_point_offset_err=zp_offset_err, excluded=excluded, chi2_history=history,
+                   coverage=_coverage(prob, used))
 
     # -- lookups -------------------------------------------------------------------------------
     @property
@@ -1581,6 +1744,7 @@ class JointSolution:
         add(self.excluded if len(self.excluded) else Table({"what": np.array([], dtype="U16"), "id": np.array([], dtype="U16"),
                                                             "reason": np.array([], dtype="U16")}), "EXCLUDED")
         add(Table({"chi2": np.asarray(self.chi2_history, dtype=np.float64)}), "HISTORY")
+        add(self.coverage, "COVERAGE")
         atomic_write_hdulist(fits.HDUList(hdus), path, overwrite)
 
     @classmethod
@@ -1599,6 +1763,7 @@ class JointSolution:
                                                          "EXCLUDED", "HISTORY")}
             except KeyError as exc:
                 raise InputError(f"{path}: joint solution lacks HDU {exc}") from exc
+            coverage = Table.read(hdul["COVERAGE"]) if "COVERAGE" in hdul else None
             config = {"model": hdr["MODEL"], "kind": hdr["PCKIND"]}
             for k in hdr:
                 if k.startswith("CFG "):
@@ -1612,6 +1777,8 @@ class JointSolution:
         e = tabs["EPDET"]
         for t in tabs.values():
             t.meta.clear()
+        if coverage is not None:
+            coverage.meta.clear()
         return cls(model=str(hdr["MODEL"]), kind=ImageKind.parse(hdr["PCKIND"]), config=config, blocks=blocks,
                    params=np.asarray(tabs["PARAMS"]["value"]), param_err=np.asarray(tabs["PARAMS"]["error"]),
                    visit_ids=np.asarray(v["visit"]), detector_ids=np.asarray(d["detector"]),
@@ -1623,7 +1790,7 @@ class JointSolution:
                    chi2_detector=tabs["CHI2_DETECTOR"], n_iter=hdr["NITER"], converged=hdr["CONVERGE"],
                    n_rejection_rounds=hdr["NREJRND"], zero_point_offset=hdr["ZPOFF"],
                    zero_point_offset_err=hdr["ZPOFFERR"], excluded=tabs["EXCLUDED"],
-                   chi2_history=tabs["HISTORY"]["chi2"])
+                   chi2_history=tabs["HISTORY"]["chi2"], coverage=coverage)
 
     def __repr__(self) -> str:
         return (f"JointSolution(model={self.model!r}, kind={self.kind.value}, visits={len(self._visit_ids)}, "
