@@ -18,20 +18,17 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
+import gc
 import os
+import threading
+import time
 
-# Dense solves are small (1100 parameters); multi-threaded OpenBLAS on a shared 2-core machine
-# spins and is 80× slower than one thread. The Numba kernels use both cores.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
+import numpy as np
+import psutil
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
+# No OPENBLAS_NUM_THREADS here: the fit limits BLAS threads itself (threadpoolctl), so the
+# default configuration is the one measured.
 
 
 def _cpu() -> float:
@@ -64,7 +61,7 @@ class PeakRSS:
         self.peak = max(self.peak, _rss())
 
 
-def make_problem(n_obs_target: float, seed: int = 1):
+def make_problem(n_obs_target: float, seed: int = 1, outlier_fraction: float = 0.0):
     """Observations, WCSs and truth with about ``n_obs_target`` observations."""
     from photocalib.sim.camera import Camera
     from photocalib.sim.catalog import observations_from_truth
@@ -77,7 +74,7 @@ def make_problem(n_obs_target: float, seed: int = 1):
     # ~8.3 observations per star for this survey (measured), so density sets the size
     density = n_obs_target / 8.3 / area
     obs, wcs, truth = observations_from_truth(camera, survey, density=density, mag_range=(17.0, 23.0), seed=seed,
-                                              wcs_factory="camera")
+                                              wcs_factory="camera", outlier_fraction=outlier_fraction)
     return obs, wcs, truth
 
 

@@ -864,8 +864,9 @@ class JointCalibrator:
         bboxes : dict, optional
             ``{detector: Box}``. By default the smallest box from (0, 0) containing the
             detector's observations.
-        client : dask.distributed.Client, optional
-            Run the per-visit map on this cluster.
+        client : dask.distributed.Client or photocalib.execution.Executor, optional
+            Run the per-visit map there (default: threads of this process). A chunk lost with a
+            dying worker is placed again and rerun by the executor.
 
         Returns
         -------
@@ -878,11 +879,17 @@ class JointCalibrator:
             reference rows of one star that disagree, visits not connected by common stars, or
             an unconstrained parameter.
         PhotocalibError
-            With ``client``: Dask workers kept dying (a lost chunk is scattered again up to
-            three times first).
+            With ``client``: Dask workers kept dying (the executor places a lost chunk again up
+            to three times first).
         """
-        prob = self._prepare(observations, wcs_by_detector, reference, bboxes)
-        return _solve(self, prob, client)
+        from threadpoolctl import threadpool_limits
+
+        # The map runs on every core and the Numba kernels use every core; a multi-threaded
+        # BLAS on top (the dense solves) only spins against them (80× slower on 2 cores), so
+        # BLAS gets one thread for the fit and its previous setting back afterwards.
+        with threadpool_limits(limits=1, user_api="blas"):
+            prob = self._prepare(observations, wcs_by_detector, reference, bboxes)
+            return _solve(self, prob, client)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -939,22 +946,36 @@ def linearize_chunk(chunk: dict, p: np.ndarray, star_mag: np.ndarray, w: np.ndar
             "chi2": cost, "n_bad": int(np.count_nonzero(~ok & (w > 0)))}
 
 
+def _linearize_scattered(chunk: dict, star_mag: np.ndarray, w: np.ndarray, p: np.ndarray, blocks: list,
+                         nbs: np.ndarray, n_p: int, need_matrix: bool, robust: float | None) -> dict:
+    """:func:`linearize_chunk` with the per-chunk arguments first (for ``Executor.map_scattered``)."""
+    return linearize_chunk(chunk, p, star_mag, w, blocks, nbs, n_p, need_matrix, robust)
+
+
 class _Mapper:
-    """Runs the map over chunks in process, or on a Dask client, and reduces the results."""
+    """Runs the map over chunks in process, or through an :class:`~photocalib.execution.Executor`
+    (a Dask cluster), and reduces the results.
+
+    On a cluster the chunks are placed once (``Executor.scatter``) and every iteration maps over
+    them; a chunk lost with a dying worker is placed again and its task rerun by the executor
+    (:meth:`~photocalib.execution.Executor.map_scattered`), not here.
+    """
 
     def __init__(self, prob: _Problem, client=None) -> None:
+        from ..execution import ThreadExecutor, as_executor
+
         self.prob = prob
-        self.client = client
+        self.executor = as_executor(client, n_threads=K.num_threads())
+        self.in_process = isinstance(self.executor, ThreadExecutor)
         sels = prob.chunks
-        if client is None:
-            # In process the chunks run on K.num_threads() threads (NumPy and the nogil kernel
+        if self.in_process:
+            # In process the chunks run on the executor's threads (NumPy and the nogil kernel
             # release the GIL); split them so that every thread has work even with one chunk.
-            n_split = -(-K.num_threads() // max(len(sels), 1))
+            n_split = -(-self.executor.n_threads // max(len(sels), 1))
             if n_split > 1:
                 sels = [part for sel in sels for part in np.array_split(sel, n_split) if len(part)]
         self.chunks = [_chunk_data(prob, sel) for sel in sels]
-        if client is not None:
-            self.futures = client.scatter(self.chunks, broadcast=False)
+        self.data = None if self.in_process else self.executor.scatter(self.chunks)
         n = len(prob.m)
         k = int(prob.nbs.sum())
         self.D = np.empty((n, k))
@@ -967,10 +988,12 @@ class _Mapper:
         b = np.zeros(prob.n_p) if need_matrix else None
         chi2 = 0.0
         n_bad = 0
-        if self.client is None:
+        if self.in_process:
             results = self._threaded(p, star_mag_obs, w, need_matrix, robust)
         else:
-            results = self._distributed(p, star_mag_obs, w, need_matrix, robust)
+            per_chunk = [(star_mag_obs[c["sel"]], w[c["sel"]]) for c in self.chunks]
+            results = self.executor.map_scattered(_linearize_scattered, self.data, per_chunk, p, prob.blocks,
+                                                  prob.nbs, prob.n_p, need_matrix, robust)
         for res in results:
             sel = res["sel"]
             self.D[sel] = res["D"]
@@ -983,65 +1006,15 @@ class _Mapper:
             n_bad += res["n_bad"]
         return N, b, chi2, n_bad
 
-    #: Times a chunk whose scattered data was lost (its worker died) is scattered again.
-    _MAX_RESCATTER = 3
-
-    def _distributed(self, p, star_mag_obs, w, need_matrix, robust) -> list[dict]:
-        """Map over the scattered chunks on the client, scattering again any chunk whose worker died.
-
-        The chunks are scattered once and have no lineage: if the worker holding one dies, the
-        tasks that need it fail. ``linearize_chunk`` is a pure function of the chunk and the
-        arguments, so submitting again on a fresh copy gives the same result as in process.
-        """
-        from concurrent.futures import CancelledError
-
-        from distributed.comm.core import CommClosedError
-        from distributed.scheduler import KilledWorker
-
-        lost_types = (CancelledError, KilledWorker, CommClosedError)
-        prob = self.prob
-        results: list[dict | None] = [None] * len(self.chunks)
-        todo = list(range(len(self.chunks)))
-        for attempt in range(self._MAX_RESCATTER + 1):
-            futs = {i: self.client.submit(linearize_chunk, self.futures[i], p,
-                                          star_mag_obs[self.chunks[i]["sel"]], w[self.chunks[i]["sel"]],
-                                          prob.blocks, prob.nbs, prob.n_p, need_matrix, robust, pure=False)
-                    for i in todo}
-            lost: list[int] = []
-            last: BaseException | None = None
-            for i, fut in futs.items():
-                try:
-                    results[i] = fut.result()
-                except lost_types as exc:
-                    lost.append(i)
-                    last = exc
-            if not lost:
-                return results  # type: ignore[return-value]
-            if attempt == self._MAX_RESCATTER:
-                break
-            # the chunk's copy on the dead worker is gone: place a fresh one
-            try:
-                fresh = self.client.scatter([self.chunks[i] for i in lost], broadcast=False)
-            except (OSError, TimeoutError) as exc:
-                raise PhotocalibError(
-                    f"joint fit: a Dask worker died and the {len(lost)} chunks it held could not be "
-                    f"scattered again ({exc}); check the cluster or fit without client=") from exc
-            for i, f in zip(lost, fresh, strict=True):
-                self.futures[i] = f
-            todo = lost
-        raise PhotocalibError(
-            f"joint fit: Dask workers kept dying; {len(lost)} chunks were lost "
-            f"{self._MAX_RESCATTER + 1} times (last: {type(last).__name__}: {last}); "
-            "check the workers' memory limit and logs, or fit without client=")
-
     def _threaded(self, p, star_mag_obs, w, need_matrix, robust):
-        """Results of the in-process map, in chunk order (a fixed summation order), computed on
-        ``K.num_threads()`` threads with at most one chunk per thread waiting (bounds memory)."""
+        """Results of the in-process map, in chunk order (a fixed summation order), with at most
+        two chunks per thread in flight: each result holds its chunk's derivative rows, so
+        collecting them all first (``Executor.map``) would double the fit's largest array."""
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         prob = self.prob
-        n_threads = min(K.num_threads(), len(self.chunks))
+        n_threads = min(self.executor.n_threads, len(self.chunks))
 
         def one(c):
             return linearize_chunk(c, p, star_mag_obs[c["sel"]], w[c["sel"]], prob.blocks, prob.nbs, prob.n_p,
