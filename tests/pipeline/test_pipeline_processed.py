@@ -21,6 +21,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 ZTF_DIR = DATA / "ztf"
 ZTF = ZTF_DIR / "ztf_20200924431759_000655_zr_c13_o_q3_sciimg.fits"
 DECAM6 = DATA / "decam-cp" / "testcase6"
+DECAM3 = DATA / "decam-cp" / "testcase3"  # 41 x 51 cutouts: smaller than one background mesh
 
 CONFIG = Config().with_overrides(dask={"progress": False}, warp={"coadd_size": 256})
 
@@ -80,16 +81,30 @@ def test_ztf_quadrant_with_a_reference_recovers_the_zero_point(ztf_run, tmp_path
     assert '"single"' in json.dumps(info)
 
 
+def test_decam_cp_cutouts_with_the_gaia_chunk(tmp_path):
+    """The Gaia chunk (legacypipe's DR2 file) as the reference: read by photocalib.refcat,
+    turned into each exposure's DECam band by a synthetic colour term. These 100-pixel cutouts
+    hold one saturated bright star each, so nothing calibrates, and the run says so."""
+    gaia = DECAM6 / "gaia" / "chunk-03687.fits"
+    out = tmp_path / "run"
+    inputs = find_inputs(raw=[str(DECAM6)], refcat=gaia)
+    assert all(u.processed for u in inputs.units) and len(inputs.units) == 6
+    result = run_pipeline(inputs, out, CONFIG, in_process=True, report=True)
+    assert "span bands g, r, z" in result.skipped["joint"]
+    assert "0 of 6 images have a single-detector calibration" in result.skipped["joint"]
+    assert result.report.is_file() and not result.failed
+
+
 def test_decam_cp_cutouts_run_and_report(tmp_path):
-    result = CliRunner().invoke(main, ["run", "--raw", str(DECAM6), "--processed", "--out",
-                                       str(tmp_path / "run"), "--in-process", "--no-progress"])
+    result = CliRunner().invoke(main, ["run", "--raw", str(DECAM3), "--processed", "--out", str(tmp_path / "run"),
+                                       "--in-process", "--no-progress"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
     run = json.loads((out / "run.json").read_text())
     units = run["inputs"]["units"]
-    assert len(units) == 6  # six exposures; oow/ood files are read with their ooi, not as units
+    assert len(units) == 8  # 8 exposures; oow/ood files are read with their ooi, not as units
     assert all("_ooi_" in u[2] for u in units)
-    assert "zero point" in run["skipped"]["joint"]  # these cutouts carry no MAGZERO
+    assert "carry no zero point" in run["skipped"]["joint"]  # these cutouts have no MAGZERO
     assert (out / "report" / "index.html").is_file()
     for u in units:
         exp = fits.getheader(out / "exposures" / f"visit-{u[0]:06d}" / f"det-{u[1]:03d}.fits")

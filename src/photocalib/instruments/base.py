@@ -113,6 +113,14 @@ class Instrument:
     amplifiers: ClassVar[tuple[Amplifier, ...]] = ()
     mask_bits: ClassVar[dict[int, MaskPlane]] = {}
     processed: ClassVar[bool] = False
+    #: speclite filter name of a band (``{band}`` is replaced), for synthetic colour terms.
+    bandpass_template: ClassVar[str | None] = None
+
+    def bandpass(self, band: str | None) -> str | None:
+        """The speclite filter of ``band`` for this camera (e.g. ``'decam2014-g'``), or None."""
+        if not band or self.bandpass_template is None:
+            return None
+        return self.bandpass_template.format(band=band)
 
     # -- identification ------------------------------------------------------------------------
     def matches(self, hdul: fits.HDUList, path: Path) -> bool:  # pragma: no cover - abstract

@@ -64,6 +64,7 @@ class CommunityPipeline(Instrument):
     exptime_keys = ("EXPTIME",)
     zero_point_keys = ("MAGZERO",)
     processed = True
+    bandpass_template = "decam2014-{band}"
     # The raw CCD's two amplifiers (the CP trims the overscans; for raws see the raw reader).
     amplifiers = (
         Amplifier("A", "DATASECA", "BIASSECA", "GAINA", "RDNOISEA", "SATURATA"),
@@ -185,6 +186,7 @@ class _Mosaic3(CommunityPipeline):
     description = "Mayall Mosaic3 community-pipeline InstCal (same layout as DECam's)"
     instrume = ("mosaic3",)
     amplifiers = ()
+    bandpass_template = None
 
 
 class _NinetyPrime(CommunityPipeline):
@@ -193,6 +195,7 @@ class _NinetyPrime(CommunityPipeline):
     description = "Bok 90Prime community-pipeline InstCal (same layout as DECam's)"
     instrume = ("90prime",)
     amplifiers = ()
+    bandpass_template = None
 
 
 #: The instruments this module describes (registered by the package, in order).

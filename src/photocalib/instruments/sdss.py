@@ -110,6 +110,7 @@ class SDSS(Instrument):
     exptime_keys = ("EXPTIME",)
     zero_point_keys = ("NMGY",)
     processed = True
+    bandpass_template = "sdss2010-{band}"
 
     def matches(self, hdul, path) -> bool:
         h = hdul[0].header

@@ -16,6 +16,7 @@ __all__ = [
     "read_table",
     "write_parquet",
     "read_reference",
+    "reference_for",
     "tangent_xy",
     "match_nearest",
     "associate",
@@ -110,6 +111,66 @@ def read_reference(path: str | os.PathLike, band: str | None = None) -> pd.DataF
         raise InputError(f"{path}: reference catalog has duplicate ids in column {id_col!r}: "
                          f"{shown}; each reference star needs its own id")
     return out
+
+
+def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | None = None,
+                  mjd: float | None = None) -> tuple[pd.DataFrame, str]:
+    """The reference fluxes in ``band`` for one exposure, and a line saying how they were made.
+
+    A catalog already in photocalib's form (``flux`` or ``<band>_flux`` in nJy) is read by
+    :func:`read_reference`. Otherwise it is a survey catalog (Gaia, Pan-STARRS1, ATLAS-RefCat2,
+    SkyMapper) read by :func:`photocalib.refcat.read_reference` at the exposure's epoch: its
+    ``<band>_flux`` when it has that band, else, for Gaia, G turned into the instrument's band
+    by a synthetic colour term in BP − RP through the instrument's bandpass (``bandpass``, a
+    speclite filter name).
+
+    Raises
+    ------
+    InputError
+        Neither form, or a survey catalog without the band and no way to make it (the message
+        names the file and what to pass).
+    """
+    try:
+        return read_reference(path, band=band), "reference fluxes in nJy as given"
+    except InputError as plain:
+        first = plain
+    from ..refcat import ColourTerm
+    from ..refcat import read_reference as read_survey
+
+    epoch = None
+    if mjd is not None and np.isfinite(mjd):
+        epoch = 2000.0 + (float(mjd) - 51544.5) / 365.25
+    try:
+        table = read_survey(path, epoch=epoch)
+    except InputError as exc:
+        raise InputError(f"{first}; nor is it a survey catalog photocalib.refcat reads ({exc})") from exc
+    system = str(table.meta.get("system", "?"))
+    note = f"{system} catalog at epoch {epoch if epoch is None else round(epoch, 3)}"
+    if band and f"{band}_flux" not in table.colnames:
+        passes = table.meta.get("bandpasses", {})
+        if not (system.startswith("gaia") and bandpass and {"G", "BP", "RP"} <= set(passes)):
+            raise InputError(
+                f"{path}: a {system} catalog with bands {', '.join(table.meta.get('bands', []))} "
+                f"but not {band!r}, and no colour term to make it; give a reference in {band} "
+                "(a table with a '<band>_flux' column in nJy, or magnitudes read with "
+                "photocalib.refcat.read_reference and a ColourTerm applied)")
+        ct = ColourTerm.synthetic(passes["G"], bandpass, (passes["BP"], passes["RP"]),
+                                  reference_band="G", target_band=band, colour_bands=("BP", "RP"))
+        table = ct.apply(table)
+        note += f"; {ct.describe()}"
+    name = f"{band}_flux" if band and f"{band}_flux" in table.colnames else None
+    if name is None:
+        raise InputError(f"{path}: the {system} catalog has no band to calibrate against; "
+                         f"bands {', '.join(table.meta.get('bands', []))}")
+    flux = np.asarray(table[name], dtype=np.float64)
+    err = np.asarray(table[f"{name}_err"], dtype=np.float64) if f"{name}_err" in table.colnames \
+        else np.zeros_like(flux)
+    keep = np.isfinite(flux) & (flux > 0)
+    out = pd.DataFrame({"ref_id": np.asarray(table["id"], np.int64)[keep],
+                        "ra": np.asarray(table["ra"], np.float64)[keep],
+                        "dec": np.asarray(table["dec"], np.float64)[keep],
+                        "flux": flux[keep], "flux_err": np.nan_to_num(err[keep])})
+    return out, note
 
 
 def tangent_xy(ra, dec, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:

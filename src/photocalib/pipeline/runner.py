@@ -217,16 +217,17 @@ class _Run:
                               "catalog for a fitted calibration")
         from astropy.io import fits
 
+        single = sum(self.run.single_calib(u.visit, u.detector).is_file() for u in units)
+        fallback = (f"{single} of {len(units)} images have a single-detector calibration against "
+                    "the reference, which is applied to them")
         bands = sorted({str(fits.getheader(self.run.exposure(u.visit, u.detector)).get("BAND", "?"))
                         for u in units})
         if len(bands) > 1:
             raise StepSkipped(f"the images span bands {', '.join(bands)} and a joint fit "
-                              "calibrates one band: run each band on its own; the single-detector "
-                              "calibrations against the reference are applied")
+                              f"calibrates one band: run each band on its own; {fallback}")
         if obs.empty:
             raise StepSkipped("no star is measured in two visits, so there is nothing to fit "
-                              "jointly; the single-detector calibrations against the reference "
-                              "are applied")
+                              f"jointly; {fallback}")
 
     def _joint_options(self) -> dict[str, Any]:
         cfg = self.config.calibration

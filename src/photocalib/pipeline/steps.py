@@ -21,7 +21,7 @@ import numpy as np
 from .._io import open_fits
 from ..errors import InputError, PhotocalibError
 from ..fit import DetectorResult
-from .catalogs import read_reference, read_table, write_parquet
+from .catalogs import read_reference, read_table, reference_for, write_parquet
 from .config import Config
 from .inputs import Unit
 from .layout import RunLayout, fingerprint
@@ -147,8 +147,23 @@ def process_processed_unit(unit: Unit, refcat: str | None, config: Config):
             raise InputError("the image has no celestial WCS; photocalib needs one")
         meta = exp.metadata
         band = str(meta.get("BAND", meta.get("FILTER", ""))).strip() or None
-        ref = None if refcat is None else read_reference(refcat, band=band)
-        result = process_detector(exp, None, ref, isr=config.isr, background=config.background,
+        ref = None
+        if refcat is not None:
+            from ..instruments import get as get_instrument
+
+            instrument = get_instrument(str(meta.get("PCINSTR", "generic")))
+            ref, note = reference_for(refcat, band, bandpass=instrument.bandpass(band),
+                                      mjd=meta.get("MJD"))
+            log.info("%s: reference %s", where, note)
+        background = config.background
+        small = min(exp.shape)
+        if background.enabled and small < 2 * background.mesh_size:
+            # Survey cutouts can be smaller than two background meshes: a few smaller meshes
+            # still give the sky, where one mesh cannot constrain even a constant robustly.
+            mesh = max(8, small // 3)
+            log.info("%s: %d-pixel image: background meshes of %d pixels", where, small, mesh)
+            background = background.model_copy(update={"mesh_size": mesh})
+        result = process_detector(exp, None, ref, isr=config.isr, background=background,
                                   measure=config.measure, single=config.calibration)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from exc

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import open_fits
+from ..errors import InputError
 from .catalogs import match_nearest, read_reference, read_table, tangent_xy, write_parquet
 from .config import Config
 from .inputs import RunInputs, Unit, read_image_wcs
@@ -243,11 +244,19 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
     try:
         from astropy.io import fits
 
-        band = str(fits.getheader(run.exposure(units[0].visit, units[0].detector)).get("FILTER", "")) or None
+        header = fits.getheader(run.exposure(units[0].visit, units[0].detector))
+        band = str(header.get("BAND", header.get("FILTER", ""))).strip() or None
     except (OSError, KeyError):
         band = None
     truth = read_truth(inputs.truth, band or "r")
-    refcat = read_reference(inputs.refcat, band=band) if inputs.refcat else None
+    refcat = None
+    if inputs.refcat:
+        try:
+            refcat = read_reference(inputs.refcat, band=band)
+        except InputError:
+            # A survey catalog in magnitudes (Gaia, PS1, ...): the processing step converted it
+            # per exposure; the report's residuals against a reference are then not drawn.
+            refcat = None
     _grey(run, units, truth)
     res = _residuals(run, units, frames, config, truth, refcat)
     base = {"visits": len({u.visit for u in units}), "detectors": len({u.detector for u in units})}
