@@ -192,3 +192,21 @@ def test_to_reference_gives_the_fitters_form_in_the_target_band():
     np.testing.assert_allclose(back["flux"].to_numpy(), np.asarray(converted["flux"]))
     with pytest.raises(pc.InputError, match="colour"):
         pc.refcat.convert_reference(plain, ct)
+
+
+def test_from_polynomial_re_expresses_a_vega_transformation_for_ab_fluxes():
+    """A Vega-based published term applied to AB fluxes gives the published target magnitude."""
+    zp = pc.refcat.GAIA_ZERO_POINTS["gaia-dr3"]
+    off = {b: zp["ab"][b] - zp["vega"][b] for b in ("G", "BP", "RP")}
+    p = (0.11, -0.29, 0.05, 0.1, -0.02)
+    ct = ColourTerm.from_polynomial(p, reference_band="G", target_band="r", colour_bands=("BP", "RP"),
+                                    colour_range=(-0.6, 4.1), reference_to_ab=off["G"],
+                                    colour_to_ab=off["BP"] - off["RP"], source="test")
+    g_vega, bp_vega, rp_vega = 17.0, 17.6, 16.4
+    published = g_vega + np.polynomial.polynomial.polyval(bp_vega - rp_vega, p)
+    ref = Table({"G_flux": [pc.refcat.mag_to_njy(g_vega, offset=off["G"])],
+                 "BP_flux": [pc.refcat.mag_to_njy(bp_vega, offset=off["BP"])],
+                 "RP_flux": [pc.refcat.mag_to_njy(rp_vega, offset=off["RP"])]})
+    out = ct.apply(ref)
+    assert pc.refcat.njy_to_mag(out["r_flux"][0]) == pytest.approx(published, abs=1e-10)
+    assert ct.colour_range == pytest.approx((-0.6 + off["BP"] - off["RP"], 4.1 + off["BP"] - off["RP"]))

@@ -238,3 +238,14 @@ def test_a_table_without_magnitudes_names_the_file_and_what_to_pass(tmp_path):
 
 def test_pc_refcat_is_reachable_from_the_top_level():
     assert pc.refcat.read_reference is read_reference
+
+
+def test_a_list_of_chunk_files_reads_into_one_table(tmp_path):
+    raw = Table.read(CHUNK)
+    raw[:400].write(tmp_path / "a.fits")
+    raw[400:].write(tmp_path / "b.fits")
+    both = read_reference([tmp_path / "a.fits", tmp_path / "b.fits"], epoch=2019.0)
+    whole = read_reference(CHUNK, epoch=2019.0)
+    np.testing.assert_array_equal(both["id"], whole["id"])
+    np.testing.assert_array_equal(both["ra"], whole["ra"])
+    assert both.meta["system"] == "gaia-dr2" and len(both.meta["path"]) == 2

@@ -346,8 +346,9 @@ def read_reference(
 
     Parameters
     ----------
-    path : str or path-like
-        FITS table, Parquet file or dataset directory, or a HATS catalog directory (via lsdb).
+    path : str, path-like, or a list of them
+        FITS table, Parquet file or dataset directory, or a HATS catalog directory (via lsdb);
+        a list (e.g. legacypipe's Gaia ``chunk-*.fits``) is read into one table.
     system : str, optional
         One of :data:`SYSTEMS` or ``gaia-xp``; default: recognised from the columns.
     epoch : float, str or astropy Time, optional
@@ -388,6 +389,21 @@ def read_reference(
     >>> round(float(ref["r_flux"][0]), 6), ref.colnames
     (363.1, ['id', 'ra', 'dec', 'r_flux', 'r_flux_err'])
     """
+    if isinstance(path, (list, tuple)):
+        # Catalogs split in files (legacypipe's Gaia chunks, PS1 healpix files): one table.
+        from astropy.table import vstack
+
+        if not path:
+            raise InputError("read_reference: an empty list of files; pass at least one catalog")
+        parts = [read_reference(p, system=system, epoch=epoch, bands=bands, region=region, mag_system=mag_system,
+                                vega_to_ab=vega_to_ab, flux_unit=flux_unit, ra=ra, dec=dec, id=id) for p in path]
+        systems = {t.meta["system"] for t in parts}
+        if len(systems) > 1:
+            raise InputError(f"read_reference: the files are of different systems {sorted(systems)}: {list(path)}")
+        out = vstack(parts, metadata_conflicts="silent")
+        out.meta = dict(parts[0].meta)
+        out.meta["path"] = [str(p) for p in path]
+        return out
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: reference catalog not found")

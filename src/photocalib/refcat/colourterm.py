@@ -265,6 +265,35 @@ class ColourTerm:
         return cls(ct.coefficients, ct.reference_band, ct.target_band, ct.colour_bands, ct.colour_range,
                    ct.rms, ct.n_stars, ct.n_rejected, "synthetic", meta)
 
+    @classmethod
+    def from_polynomial(cls, coefficients, *, reference_band: str, target_band: str,
+                        colour_bands: tuple[str, str], colour_range: tuple[float, float],
+                        reference_to_ab: float = 0.0, colour_to_ab: float = 0.0,
+                        source: str = "") -> ColourTerm:
+        """A published transformation ``m_target = m_ref + Σ p_k c^k`` whose reference magnitude
+        and colour may be on the Vega scale, re-expressed for AB reference fluxes.
+
+        With ``m_ref,AB = m_ref + reference_to_ab`` and ``c_AB = c + colour_to_ab`` (e.g. Gaia
+        DR3: ``reference_to_ab`` = 0.1136 for G, ``colour_to_ab`` = 0.0155 − 0.3561 for BP − RP,
+        from :data:`GAIA_ZERO_POINTS`), the term becomes
+        ``m_target − m_ref,AB = P(c_AB − colour_to_ab) − reference_to_ab``. ``colour_range`` is
+        given in the published (e.g. Vega) colour.
+
+        Examples
+        --------
+        >>> ct = ColourTerm.from_polynomial([0.1, 0.2], reference_band="G", target_band="r",
+        ...                                 colour_bands=("BP", "RP"), colour_range=(0.0, 3.0),
+        ...                                 reference_to_ab=0.1, colour_to_ab=-0.3)
+        >>> round(float(ct(1.0 - 0.3)), 6)   # Vega colour 1.0: 0.1 + 0.2 - 0.1
+        0.2
+        """
+        poly = np.polynomial.Polynomial(np.asarray(coefficients, dtype=np.float64))
+        shifted = poly(np.polynomial.Polynomial([-colour_to_ab, 1.0])) - reference_to_ab
+        lo, hi = colour_range
+        return cls(tuple(shifted.coef), reference_band, target_band, tuple(colour_bands),
+                   (lo + colour_to_ab, hi + colour_to_ab), float("nan"), 0, 0, "published",
+                   {"source": source} if source else {})
+
     # ------------------------------------------------------------------------------------------
 
     def colour_of(self, reference: Table) -> tuple[np.ndarray, np.ndarray]:
