@@ -163,3 +163,47 @@ def test_source_mask_is_a_box_dilation(rng):
         cut = np.repeat(np.repeat(level + 10.0 * sigma, np.diff(ye), axis=0), np.diff(xe), axis=1)
         expected = binary_dilation(img > cut, structure=np.ones((2 * grow + 1,) * 2, bool)) | bad
         np.testing.assert_array_equal(out, expected)
+
+
+def test_fused_second_pass_equals_masked_mesh_statistics(rng):
+    """The fused second pass (mask rows into a band buffer, sum them as they come) gives the
+    statistics of mesh_statistics on the image with mask_above's mask, started from the same
+    windows: the fusion changes where pixels are read from, not what is computed."""
+    from dataclasses import replace
+
+    from photocalib.background import _kernels
+    from photocalib.background.mesh import _STATISTICS
+
+    img = (1000.0 + 20.0 * rng.normal(size=(300, 260)) + _stars(rng, (300, 260), n=60)).astype(np.float32)
+    img[5:9, 40:200] = np.nan  # already-missing pixels stay out
+    first = mesh_statistics(img, None, 50)
+    level = first.level
+    sigma = first.sigma
+    for stat in ("mean", "median", "mode"):
+        lv, sg, ct = _kernels.masked_mesh_statistics(
+            img, level, sigma, first.x_edges, first.y_edges, 3.0, 4, 3.0, 10, _STATISTICS[stat],
+            np.finfo(np.float32).max)
+        bad = _kernels.mask_above(img, ~np.isfinite(img), level, sigma, first.x_edges, first.y_edges, 3.0, 4)
+        ref = mesh_statistics(img, bad, 50, statistic=stat, start=replace(first, level=level, sigma=sigma))
+        np.testing.assert_array_equal(ct, ref.count)
+        np.testing.assert_allclose(lv, ref.level, rtol=1e-12)
+        np.testing.assert_allclose(sg, ref.sigma, rtol=1e-12)
+        assert np.abs(lv - 1000.0).max() < 6 * 20.0 / 50 * 2
+
+
+def test_mesh_statistics_match_astropy_clipping_across_a_sky_step(rng):
+    """Each mesh starts clipping from the mesh below it; where the sky steps by 50 sigma
+    between mesh rows that start misses, and the mesh must still reach the answer that
+    clipping from all its pixels gives (astropy's sigma_clipped_stats is the reference)."""
+    from astropy.stats import sigma_clipped_stats
+
+    img = 100.0 + rng.normal(size=(256, 192)) * 2.0
+    img[128:, :] += 100.0  # a 50-sigma step at a mesh boundary
+    img[rng.random(img.shape) < 0.01] += 400.0  # hot pixels for the clipping to remove
+    g = mesh_statistics(img, None, 64, max_iter=50)
+    for j in range(4):
+        for i in range(3):
+            block = img[64 * j : 64 * (j + 1), 64 * i : 64 * (i + 1)]
+            mean, _, std = sigma_clipped_stats(block, sigma=3.0, maxiters=50, cenfunc="mean", stdfunc="std")
+            assert g.level[j, i] == pytest.approx(mean, abs=0.02 * std)
+            assert g.sigma[j, i] == pytest.approx(std, rel=0.02)

@@ -7,7 +7,7 @@ from either kind of image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from astropy.table import Table
@@ -200,6 +200,8 @@ def mesh_statistics(
     nsigma: float = 3.0,
     max_iter: int = 10,
     statistic: str = "mean",
+    *,
+    start: MeshGrid | None = None,
 ) -> MeshGrid:
     """Sigma-clipped level and standard deviation of every mesh.
 
@@ -217,6 +219,10 @@ def mesh_statistics(
         The level of the clipped pixels: mean (least noisy; right once sources are masked),
         median, or SExtractor's mode 2.5·median − 1.5·mean (robust in crowded fields, about
         twice as noisy).
+    start : MeshGrid, optional
+        A previous estimate on the same meshes: each mesh's clipping starts from its
+        level ± nsigma·sigma instead of from all pixels (fewer iterations once sources are
+        masked; the clipped result is the same fixed point).
 
     Returns
     -------
@@ -235,10 +241,26 @@ def mesh_statistics(
     ny, nx = image.shape
     xe = _edges(nx, int(mx))
     ye = _edges(ny, int(my))
-    if bad is None:
-        bad = np.zeros(image.shape, dtype=bool)
+    if bad is not None:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.shape != image.shape:
+            raise InputError(f"mesh_statistics: bad has shape {bad.shape}, the image {image.shape}")
+        if bad.any():
+            image = np.where(bad, np.nan, image).astype(image.dtype, copy=False)
+    return _mesh_grid(image, xe, ye, nsigma, max_iter, statistic, start)
+
+
+def _mesh_grid(image, xe, ye, nsigma, max_iter, statistic, start) -> MeshGrid:
+    """:func:`mesh_statistics` on an image whose ignored pixels are NaN."""
+    if start is not None and start.level.shape == (ye.size - 1, xe.size - 1):
+        start_level, start_sigma = start.level, start.sigma
+    else:
+        start_level = start_sigma = np.zeros((0, 0))
+    if not image.dtype.isnative:
+        image = image.astype(image.dtype.newbyteorder("="))
+    big = np.finfo(image.dtype).max
     level, sigma, count = _kernels.mesh_statistics(
-        image, bad, xe, ye, float(nsigma), int(max_iter), _STATISTICS[statistic]
+        image, xe, ye, float(nsigma), int(max_iter), _STATISTICS[statistic], start_level, start_sigma, big
     )
     return MeshGrid(
         x_edges=xe,
@@ -361,18 +383,33 @@ def estimate(
     if interpolation not in ("spline", "chebyshev"):
         raise InputError(f"background.estimate: interpolation must be 'spline' or 'chebyshev', got {interpolation!r}")
     sb, _ = _background_sb_image(exp)
+    if sb.dtype not in (np.float32, np.float64):
+        sb = sb.astype(np.float64)
+    if not sb.dtype.isnative:
+        sb = sb.astype(sb.dtype.newbyteorder("="))
     if exp.mask is not None:
-        bad = (np.asarray(exp.mask) & np.uint32(bad_mask)) != 0
-    else:
-        bad = np.zeros(sb.shape, dtype=bool)
-    grid = mesh_statistics(sb, bad, mesh_size, nsigma, statistic=statistic)
+        # Most masks have none of the bits: one fused scan, and a copy only when needed.
+        mask = np.asarray(exp.mask)
+        if mask.dtype != np.uint32:
+            mask = mask.astype(np.uint32)
+        if _kernels.any_bits(mask, int(bad_mask)):
+            sb = _kernels.nan_where_bits(sb, mask, int(bad_mask))
+    mx, my = (mesh_size, mesh_size) if np.ndim(mesh_size) == 0 else mesh_size
+    if mx < 4 or my < 4:
+        raise InputError(f"mesh_size must be at least 4 pixels, got {mesh_size!r}")
+    if statistic not in _STATISTICS:
+        raise InputError(f"statistic must be one of {sorted(_STATISTICS)}, got {statistic!r}")
+    xe = _edges(sb.shape[1], int(mx))
+    ye = _edges(sb.shape[0], int(my))
+    grid = _mesh_grid(sb, xe, ye, nsigma, 10, statistic, None)
     if mask_sources:
         level = _clean_grid(grid, min_fraction, 1)
         sigma = np.where(np.isfinite(grid.sigma), grid.sigma, np.nanmedian(grid.sigma))
-        bad = _kernels.mask_above(
-            sb, bad, level, sigma, grid.x_edges, grid.y_edges, float(source_threshold), int(grow)
-        )
-        grid = mesh_statistics(sb, bad, mesh_size, nsigma, statistic=statistic)
+        # The second pass runs fused with the source masking, band by band (no masked copy).
+        lv2, sg2, ct2 = _kernels.masked_mesh_statistics(
+            sb, level, sigma, xe, ye, float(source_threshold), int(grow), float(nsigma), 10,
+            _STATISTICS[statistic], np.finfo(sb.dtype).max)
+        grid = replace(grid, level=lv2, sigma=sg2, count=ct2)
     box = Box.from_shape(sb.shape)
     level = _clean_grid(grid, min_fraction, filter_size if interpolation == "spline" else 1)
     if interpolation == "spline":
