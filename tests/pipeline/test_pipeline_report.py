@@ -20,7 +20,7 @@ needs_chromium = pytest.mark.skipif(
     "`apt-get install -y chromium`); the report-rendering test needs it")
 
 
-def _fake_run(root, rng):
+def _fake_run(root, rng, matched=True):
     run = RunLayout(root)
     run.tables.mkdir(parents=True)
     rows = []
@@ -46,12 +46,22 @@ def _fake_run(root, rng):
                                  "residual_mmag": rng.normal(0, 1, n) + scale * r / 10,
                                  "against": "truth"}))
     pd.concat(res).to_parquet(run.tables / "residuals.parquet")
-    write_json(run.tables / "headline.json", [{"name": "RMS", "value": 1.25, "unit": "mmag"}])
+    write_json(run.tables / "headline.json", [{"name": "RMS", "value": 1.25, "unit": "mmag", "floor": 0.75}])
     write_json(run.run_json, {"timings": {"process": 12.5}, "joint_model": "separated"})
     run.coadd.parent.mkdir(parents=True)
     img = rng.normal(0, 1, (64, 80)).astype(np.float32)
     img[30:34, 40:44] += 50
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img)]).writeto(run.coadd)
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(img)]
+    if matched:
+        from photocalib import Box, ChebyshevField
+
+        for visit, c in ((1, [[0.0]]), (2, [[3.0, 1.0], [-2.0, 0.0]]), (3, [[-4.0, 0.5], [1.0, 0.0]])):
+            hdu = ChebyshevField(c, Box(0, 0, 80, 64)).to_hdu(name=f"BGMATCH_{visit}")
+            hdu.header["BGVISIT"] = str(visit)
+            hdu.header["BGREF"] = "1"
+            hdus.append(hdu)
+        hdus.append(ChebyshevField([[10.0, 2.0], [1.0, 0.0]], Box(0, 0, 80, 64)).to_hdu(name="BGCOADD"))
+    fits.HDUList(hdus).writeto(run.coadd)
     return run
 
 
@@ -61,12 +71,21 @@ def test_report_writes_every_plot(tmp_path, rng):
     text = index.read_text()
     pngs = sorted(p.name for p in run.report_dir.glob("*.png"))
     assert pngs == sorted(["area.png", "starflat.png", "grey.png", "residual_map.png",
-                           "residual_radius.png", "residual_colour.png", "coadd.png"])
+                           "residual_radius.png", "residual_colour.png", "background_matching.png",
+                           "coadd.png"])
     for name in pngs:
         assert (run.report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"src='{name}'" in text
     assert "Not available" not in text
     assert "time: process" in text and "12.5" in text
+    # the noise floor beside the RMS, and the excess above it in quadrature: sqrt(1.25² - 0.75²) = 1
+    assert "noise floor" in text and "0.75 (RMS − floor in quadrature: 1)" in text
+
+
+def test_report_says_when_the_coadd_was_not_matched(tmp_path, rng):
+    run = _fake_run(tmp_path / "run", rng, matched=False)
+    text = write_report(run.root).read_text()
+    assert "without background matching" in text
 
 
 def test_report_notes_missing_pieces(tmp_path):
@@ -74,7 +93,7 @@ def test_report_notes_missing_pieces(tmp_path):
     index = write_report(tmp_path / "empty")
     text = index.read_text()
     assert "<img" not in text
-    assert text.count("Not available") == 8  # 7 figures + the headline table
+    assert text.count("Not available") == 9  # 8 figures + the headline table
 
 
 def test_report_of_missing_dir_is_input_error(tmp_path):
@@ -89,7 +108,7 @@ def test_report_renders_in_chromium(tmp_path, rng):
     run = _fake_run(tmp_path / "run", rng)
     index = write_report(run.root)
     n_images, n_loaded, dom = probe_page(index)
-    assert n_images == 7
+    assert n_images == 8
     assert n_loaded == n_images, dom[-3000:]
     assert "photocalib report" in dom
 
@@ -121,3 +140,19 @@ def test_binned_median_matches_numpy(rng):
 def test_headline_json_roundtrip(tmp_path):
     write_json(tmp_path / "a.json", {"b": 1, "a": [1.5]})
     assert json.loads((tmp_path / "a.json").read_text()) == {"a": [1.5], "b": 1}
+
+
+def test_binned_medians_and_their_errors(rng):
+    # independent check: numpy medians per equal-count bin, and the error of a median of
+    # Gaussian values (sqrt(pi/2) sigma / sqrt(n)) against the scatter of many realisations
+    x = rng.uniform(-1, 2, 4000)
+    centres, medians, errors, counts = plots.binned_medians(x, 3.0 * x + rng.normal(0, 2.0, x.size), 8)
+    edges = np.quantile(x, np.linspace(0, 1, 9))
+    assert counts.sum() == x.size and centres.size == 8
+    np.testing.assert_allclose(errors, 1.2533 * 2.0 / np.sqrt(counts), rtol=0.15)
+    trials = np.array([plots.binned_medians(x, rng.normal(0, 2.0, x.size), 8)[1] for _ in range(200)])
+    np.testing.assert_allclose(trials.std(axis=0), 1.2533 * 2.0 / np.sqrt(counts), rtol=0.2)
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 7)
+    y = 3.0 * x
+    for b in range(8):
+        assert abs(np.median(y[idx == b]) - 3.0 * centres[b]) < 0.1

@@ -151,6 +151,38 @@ def _coadd(run: RunLayout, size: int):
     return plots.coadd_cutout(cut)
 
 
+def _background_matching(run: RunLayout):
+    from .._io import open_fits
+    from ..warp.coadd import read_background_fields
+
+    if not run.coadd.is_file():
+        raise _Missing("no coadd was made")
+    fields = read_background_fields(run.coadd)
+    if not fields:
+        raise _Missing("the coadd was made without background matching ([warp] background_matching = false)")
+    from ..fields import field_from_table
+
+    with open_fits(run.coadd) as hdul:
+        image = next(h for h in hdul if getattr(h, "data", None) is not None and np.ndim(h.data) == 2)
+        ny, nx = image.data.shape
+        reference = next((h.header.get("BGREF") for h in hdul if h.name.startswith("BGMATCH_")), "?")
+        coadd_bg = None
+        if "BGCOADD" in hdul:
+            from astropy.table import Table
+
+            coadd_bg = field_from_table(Table.read(hdul["BGCOADD"]))
+    # sampled on a coarse grid: the fields are smooth
+    xs = np.linspace(0, nx - 1, min(nx, 96))
+    ys = np.linspace(0, ny - 1, min(ny, 96))
+    labels: dict[str, np.ndarray] = {}
+    for key, f in sorted(fields.items(), key=lambda kv: str(kv[0])):
+        label = f"{key[0]} det {key[1]}" if isinstance(key, tuple) else str(key)
+        labels[label] = np.asarray(f.evaluate(xs[None, :], ys[:, None]), float) * np.ones((ys.size, xs.size))
+    bg = (np.asarray(coadd_bg.evaluate(xs[None, :], ys[:, None]), float) * np.ones((ys.size, xs.size))
+          if coadd_bg is not None else None)
+    return plots.background_fields(labels, (0.0, float(nx - 1), 0.0, float(ny - 1)), str(reference), bg)
+
+
 _FIGURES: list[tuple[str, str, str, Callable[..., object]]] = [
     ("area", "Focal-plane pixel area",
      "The pixel area |det J| (arcsec²) of every detector, from its WCS; the flat-fielded "
@@ -171,21 +203,33 @@ _FIGURES: list[tuple[str, str, str, Callable[..., object]]] = [
      "Binned median residual against distance from the pointing: the legacy calibration "
      "carries the pixel-area trend.", _residual_radius),
     ("residual_colour", "Residual against colour",
-     "Residual against stellar colour: a chromatic flat or throughput leaves a slope.",
+     "Median residual in bins of stellar colour (equal numbers of stars per bin), with the "
+     "standard error of each median: a chromatic flat or throughput leaves a slope. (A panel of "
+     "the colour-term fit itself waits for colour terms in the run, issue 13.)",
      _residual_colour),
+    ("background_matching", "Background matching",
+     "The smooth background fitted to each visit's difference from the reference visit on the "
+     "coadd grid (fluence warps differenced, so the sources cancel; fitted as surface brightness, "
+     "nJy/arcsec²) and subtracted before stacking, one colour scale for all visits; and the one "
+     "large-scale background of the stack when it was subtracted.", _background_matching),
 ]
 
 
 def _headline_table(run: RunLayout) -> str:
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
     path = run.tables / "headline.json"
     if path.is_file():
         try:
             for item in read_json(path):
                 value = item.get("value")
                 text = f"{value:.3g}" if isinstance(value, float) else html.escape(str(value))
+                floor = item.get("floor")
+                floor_text = ""
+                if isinstance(floor, float) and np.isfinite(floor):
+                    above = np.sqrt(max(float(value) ** 2 - floor**2, 0.0)) if isinstance(value, float) else np.nan
+                    floor_text = f"{floor:.3g} (RMS − floor in quadrature: {above:.3g})"
                 rows.append((html.escape(str(item.get("name", ""))), text,
-                             html.escape(str(item.get("unit", "")))))
+                             html.escape(str(item.get("unit", ""))), floor_text))
         except (InputError, AttributeError, TypeError) as exc:
             log.warning("headline numbers unreadable: %s", exc)
     timings = {}
@@ -195,12 +239,14 @@ def _headline_table(run: RunLayout) -> str:
         except (InputError, AttributeError):
             timings = {}
     for step, seconds in timings.items():
-        rows.append((f"time: {html.escape(str(step))}", f"{float(seconds):.1f}", "s"))
+        rows.append((f"time: {html.escape(str(step))}", f"{float(seconds):.1f}", "s", ""))
     if not rows:
         return "<p class='na'>Not available: the run recorded no headline numbers.</p>"
-    body = "\n".join(f"<tr><td>{a}</td><td class='num'>{b}</td><td>{c}</td></tr>"
-                     for a, b, c in rows)
-    return ("<table><thead><tr><th>quantity</th><th>value</th><th>unit</th></tr></thead>"
+    body = "\n".join(f"<tr><td>{a}</td><td class='num'>{b}</td><td>{c}</td><td class='num'>{d}</td></tr>"
+                     for a, b, c, d in rows)
+    return ("<table><thead><tr><th>quantity</th><th>value</th><th>unit</th>"
+            "<th title='photon and read noise alone, from the variance planes, for the same stars'>"
+            "noise floor</th></tr></thead>"
             f"<tbody>{body}</tbody></table>")
 
 

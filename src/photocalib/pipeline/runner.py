@@ -280,7 +280,7 @@ class _Run:
         if not inputs:
             raise StepSkipped("no calibrated exposure overlaps the coadd grid")
         self.result.counts["coadd_inputs"] = len(inputs)
-        self.ex.run(_coadd_task, inputs, grid, self.config.warp.clip, str(self.run.coadd))
+        self.ex.run(_coadd_task, inputs, grid, self.config.warp.coadd_options(), str(self.run.coadd))
         self.run.mark_done(step, "all", [self.run.coadd], fingerprint=fp)
 
     def summary(self) -> None:
@@ -300,14 +300,14 @@ def _fit_joint_task(obs: pd.DataFrame, wcs, kwargs: dict[str, Any], options: dic
     return fit.fit_joint(Table.from_pandas(obs), wcs, **kwargs, **extra)
 
 
-def _coadd_task(inputs: list[str], grid: dict[str, Any], clip: bool, out: str) -> str:
+def _coadd_task(inputs: list[str], grid: dict[str, Any], options: dict[str, Any], out: str) -> str:
     from ..image import Exposure
 
     target, shape = grid_wcs(grid)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     exposures = [Exposure.read(p) for p in inputs]
-    result = warp.coadd(exposures, target, shape, clip=clip, kernel=grid.get("kernel", "lanczos3"),
-                        warped=True)
+    # the matched per-visit backgrounds are written into the coadd file (BGMATCH_* HDUs)
+    result = warp.coadd(exposures, target, shape, warped=True, **options)
     result.write(out)
     return out
 

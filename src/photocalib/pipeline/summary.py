@@ -180,18 +180,28 @@ def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth,
         true_flux = ref["flux"].to_numpy(float)[idx]
         colour = ref["colour"].to_numpy(float)[idx] if "colour" in ref.columns else np.full(idx.size, np.nan)
         fu, fv = frames[u.visit](df["ra"].to_numpy(), df["dec"].to_numpy())
-        for column, name in (("flux_nJy", f"joint ({model})"),
-                             ("flux_jacobian_aware", "single, Jacobian-aware"),
-                             ("flux_legacy", "single, legacy (constant on SB)")):
+        # The noise floor of each star: photon + read noise of its own measurement (from the
+        # variance plane, through instflux_err), plus the reference's error when that is the
+        # comparison; the calibration scales flux and error alike, so the instrumental ratio holds.
+        ref_err = (ref["flux_err"].to_numpy(float)[idx] / true_flux if against != "truth" and "flux_err" in ref.columns
+                   else np.zeros(idx.size))
+        for column, name, inst in (("flux_nJy", f"joint ({model})", "instflux"),
+                                   ("flux_jacobian_aware", "single, Jacobian-aware", "instflux"),
+                                   ("flux_legacy", "single, legacy (constant on SB)", "instflux_sb")):
             if column not in df.columns:
                 continue
             with np.errstate(divide="ignore", invalid="ignore"):
                 r = -2500.0 * np.log10(df[column].to_numpy(float) / true_flux)
+                if {inst, f"{inst}_err"} <= set(df.columns):
+                    rel = df[f"{inst}_err"].to_numpy(float) / df[inst].to_numpy(float)
+                else:
+                    rel = np.full(idx.size, np.nan)
+                noise = 2500.0 / np.log(10.0) * np.hypot(rel, ref_err)
             frames_out.append(pd.DataFrame({
                 "calibration": name, "visit": u.visit, "detector": u.detector,
                 "xi": fu, "eta": fv, "radius_arcmin": np.hypot(fu, fv) / 60.0,
                 "colour": colour, "snr": df["snr"].to_numpy(float), "residual_mmag": r,
-                "against": against}))
+                "noise_mmag": noise, "against": against}))
     if not frames_out:
         return pd.DataFrame()
     res = pd.concat(frames_out, ignore_index=True)
@@ -215,9 +225,17 @@ def _headline(res: pd.DataFrame, counts: dict[str, Any]) -> list[dict[str, Any]]
         bright = g[g["snr"] >= 100] if (g["snr"] >= 100).sum() >= 20 else g
         r = bright["residual_mmag"].to_numpy()
         mad = 1.4826 * np.median(np.abs(r - np.median(r)))
-        rms = float(np.sqrt(np.mean(r[np.abs(r) < 5 * mad + 1e-9] ** 2))) if r.size else np.nan
+        kept = np.abs(r) < 5 * mad + 1e-9
+        rms = float(np.sqrt(np.mean(r[kept] ** 2))) if r.size else np.nan
         per_det = bright.groupby(["visit", "detector"])["residual_mmag"].median()
-        items.append({"name": f"{name}: RMS residual, bright stars (5σ-clipped)", "value": rms, "unit": "mmag"})
+        item = {"name": f"{name}: RMS residual, bright stars (5σ-clipped)", "value": rms, "unit": "mmag"}
+        if "noise_mmag" in bright.columns:
+            noise = bright["noise_mmag"].to_numpy(float)[kept]
+            noise = noise[np.isfinite(noise)]
+            if noise.size:
+                # what photon and read noise alone give for the same stars: the RMS's floor
+                item["floor"] = float(np.sqrt(np.mean(noise**2)))
+        items.append(item)
         items.append({"name": f"{name}: uniformity (scatter of per-detector medians)",
                       "value": float(per_det.std()) if per_det.size > 1 else np.nan, "unit": "mmag"})
         items.append({"name": f"{name}: stars compared", "value": int(r.size), "unit": ""})
