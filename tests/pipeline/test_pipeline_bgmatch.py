@@ -1,0 +1,63 @@
+"""`photocalib run` with [warp] background_matching: the matched fields reach the coadd file
+and the report's background-matching panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import astropy
+import numpy as np
+import pytest
+from astropy.io import fits
+from click.testing import CliRunner
+from mini_survey import write_mini_survey
+from pipeline_chromium import chromium_path, probe_page
+
+from photocalib.cli import main
+from photocalib.warp.coadd import read_background_fields
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
+
+CONFIG = """
+[measure]
+aperture_arcsec = 8.0
+[background]
+mesh_size = 50
+order = 0
+[calibration]
+star_flat_order = 1
+[warp]
+coadd_size = 256
+background_matching = true
+match_order = 1
+[dask]
+n_workers = 2
+memory_limit = "1GiB"
+progress = false
+"""
+
+
+def test_run_with_background_matching(tmp_path):
+    survey = tmp_path / "survey"
+    header = fits.Header.fromfile(DATA / "siponly.hdr", sep="", endcard=True, padding=False)
+    write_mini_survey(survey, header, seed=5)
+    config = tmp_path / "bg.toml"
+    config.write_text(CONFIG)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(survey), "--out", str(out), "--config", str(config),
+                                       "--no-progress", "--in-process"])
+    assert result.exit_code == 0, result.output
+    fields = read_background_fields(out / "coadd" / "coadd.fits")
+    assert set(fields) == {1000, 1001, 1002}
+    with fits.open(out / "coadd" / "coadd.fits") as hdul:
+        ref = int(hdul["BGMATCH_1000"].header["BGREF"])
+        assert any(h.header.get("PCBGMAT") is True for h in hdul[:2])
+    assert fields[ref].evaluate(10.0, 10.0) == 0.0
+    assert all(np.isfinite(f.evaluate(128.0, 128.0)) for f in fields.values())
+    report = out / "report" / "index.html"
+    assert "src='background_matching.png'" in report.read_text()
+    if chromium_path() is not None:
+        n_images, n_loaded, _ = probe_page(report)
+        assert n_images == 8 and n_loaded == 8
