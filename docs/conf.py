@@ -80,7 +80,7 @@ sphinx_gallery_conf = {
     "reset_argv": "_gallery_support.reset_argv",
     "download_all_examples": False,
     "remove_config_comments": True,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "_gallery_support.ExampleOrder",
     "image_scrapers": ("matplotlib",),
     "matplotlib_animations": False,
     "show_memory": False,
