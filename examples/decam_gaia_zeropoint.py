@@ -11,9 +11,9 @@ term's uncertainty, in quadrature) over √N for N stars used.
 
 ``folder`` holds ``images/**/*ooi*.fits``, ``gaia/chunk-*.fits`` and ``survey-ccds-1.fits.gz``
 (default: the legacypipe testcase6 copy in tests/data). By default the colour term is the
-Legacy Surveys' empirical Gaia → DECam transformation (R. Zhou 2020, as used in legacypipe's
-``gaiacat.py``: DECam = G + P(BP − RP), Gaia (E)DR3 Vega magnitudes, colour clipped to
-−0.6…4.1); ``--synthetic`` uses ``ColourTerm.synthetic`` with speclite curves and blackbodies.
+Legacy Surveys' empirical Gaia → DECam transformation (``published_colour_term``: R. Zhou 2020,
+as legacypipe uses it, DECam = G + P(BP − RP) in Gaia's Vega magnitudes); ``--synthetic`` uses
+``ColourTerm.synthetic`` with speclite curves and blackbodies.
 """
 
 from __future__ import annotations
@@ -28,22 +28,7 @@ from astropy.table import Table
 from astropy.time import Time
 
 import photocalib as pc
-from photocalib.refcat import GAIA_ZERO_POINTS, ColourTerm, read_reference, to_reference
-
-#: Published Gaia → DECam polynomials in (BP − RP)_Vega, DECam = G_Vega + P (coefficients only).
-ZHOU_GAIA_TO_DECAM = {
-    "g": (-0.1178631039, 0.3650113495, 0.5608615360, -0.2850687702, -1.0243473939, 1.4378375491,
-          0.0679401731, -1.1713172509, 0.9107811975, -0.3374324004, 0.0683946390, -0.0073089582,
-          0.0003230170),
-    "r": (0.1139078673, -0.2868955307, 0.0013196434, 0.1029151074, 0.1196710702, -0.3729031390,
-          0.1859874242, 0.1370162451, -0.1808580848, 0.0803219195, -0.0180218196, 0.0020584707,
-          -0.0000953486),
-    "i": (0.3396481660, -0.6491867119, -0.3330769819, 0.4381097294, 0.5752125977, -1.4746570523,
-          1.2979140762, -0.6371018151, 0.1948940062, -0.0382055596, 0.0046907449, -0.0003296841,
-          0.0000101480),
-    "z": (0.4811198057, -0.9990015041, 0.1403990019, 0.2150988888, -0.2917655866, 0.1326831887,
-          -0.0259205004, 0.0018548776),
-}
+from photocalib.refcat import ColourTerm, published_colour_term, read_reference, to_reference
 
 #: Per-star uncertainty of Gaia + colour term as a DECam magnitude (the empirical terms' scatter
 #: for main-sequence stars is about 0.02 mag).
@@ -56,12 +41,7 @@ def gaia_to_decam(band: str, release: str, synthetic: bool = False) -> ColourTer
         tag = release.replace("gaia-", "gaia")
         return ColourTerm.synthetic(f"{tag}-G", f"decamDR1-{band}", (f"{tag}-BP", f"{tag}-RP"),
                                     target_band=f"decam_{band}")
-    zp = GAIA_ZERO_POINTS[release]
-    off = {b: zp["ab"][b] - zp["vega"][b] for b in ("G", "BP", "RP")}
-    return ColourTerm.from_polynomial(ZHOU_GAIA_TO_DECAM[band], reference_band="G", target_band=f"decam_{band}",
-                                      colour_bands=("BP", "RP"), colour_range=(-0.6, 4.1),
-                                      reference_to_ab=off["G"], colour_to_ab=off["BP"] - off["RP"],
-                                      source="Zhou 2020 (legacypipe gaiacat.py)")
+    return published_colour_term(release, "decam", band, target_band=f"decam_{band}")
 
 
 def compare(ooi: str | Path, gaia_files, ccds: Table, *, synthetic: bool = False) -> dict:

@@ -83,7 +83,7 @@ def test_ztf_quadrant_with_a_reference_recovers_the_zero_point(ztf_run, tmp_path
 
 def test_decam_cp_cutouts_with_the_gaia_chunk(tmp_path):
     """The Gaia chunk (legacypipe's DR2 file) as the reference: read by photocalib.refcat,
-    turned into each exposure's DECam band by a synthetic colour term. These 100-pixel cutouts
+    turned into each exposure's DECam band by the published Gaia → DECam colour term. These 100-pixel cutouts
     hold one saturated bright star each, so nothing calibrates, and the run says so."""
     gaia = DECAM6 / "gaia" / "chunk-03687.fits"
     out = tmp_path / "run"

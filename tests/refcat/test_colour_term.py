@@ -210,3 +210,36 @@ def test_from_polynomial_re_expresses_a_vega_transformation_for_ab_fluxes():
     out = ct.apply(ref)
     assert pc.refcat.njy_to_mag(out["r_flux"][0]) == pytest.approx(published, abs=1e-10)
     assert ct.colour_range == pytest.approx((-0.6 + off["BP"] - off["RP"], 4.1 + off["BP"] - off["RP"]))
+
+
+def test_published_terms_reproduce_the_legacy_surveys_formulas():
+    """PS1: m_DECam = m_PS1 + P(g − i); Gaia: m_DECam = G + P(BP − RP) in Gaia's Vega magnitudes
+    (legacypipe's gaia_to_decam r coefficients typed in here from its source)."""
+    g, i, r = 18.3, 17.1, 17.6
+    ref = Table({"g_flux": [pc.refcat.mag_to_njy(g)], "i_flux": [pc.refcat.mag_to_njy(i)],
+                 "r_flux": [pc.refcat.mag_to_njy(r)]})
+    ct = pc.refcat.published_colour_term("ps1-dr2", "decam", "r", target_band="decam_r")
+    expect = r + np.polynomial.polynomial.polyval(g - i, LEGACY_PS1_TO_DECAM["r"])
+    assert pc.refcat.njy_to_mag(ct.apply(ref)["decam_r_flux"][0]) == pytest.approx(expect, abs=1e-10)
+
+    zhou_r = (0.1139078673, -0.2868955307, 0.0013196434, 0.1029151074, 0.1196710702, -0.3729031390,
+              0.1859874242, 0.1370162451, -0.1808580848, 0.0803219195, -0.0180218196, 0.0020584707,
+              -0.0000953486)
+    zp = pc.refcat.GAIA_ZERO_POINTS["gaia-dr2"]
+    G, BP, RP = 15.2, 15.8, 14.5    # Vega, as the DR2 catalog gives them
+    ref = Table({f"{b}_flux": [pc.refcat.mag_to_njy(m, offset=zp["ab"][b] - zp["vega"][b])]
+                 for b, m in (("G", G), ("BP", BP), ("RP", RP))})
+    ct = pc.refcat.published_colour_term("gaia-dr2", "decam", "r")
+    expect = G + np.polynomial.polynomial.polyval(BP - RP, zhou_r)
+    assert pc.refcat.njy_to_mag(ct.apply(ref)["r_flux"][0]) == pytest.approx(expect, abs=1e-9)
+    with pytest.raises(pc.InputError, match="no published colour term"):
+        pc.refcat.published_colour_term("gaia-dr3", "hsc", "r")
+
+
+def test_colour_term_for_prefers_a_published_term_and_falls_back_to_synthetic():
+    meta = {"system": "gaia-dr2", "bandpasses": {"G": "gaiadr2-G", "BP": "gaiadr2-BP", "RP": "gaiadr2-RP"}}
+    assert pc.refcat.colour_term_for(meta, "decamDR1-z", "z").method == "published"
+    hsc = pc.refcat.colour_term_for(meta, "hsc2017-r", "r")
+    assert hsc.method == "synthetic" and hsc.reference_band == "G" and hsc.target_band == "r"
+    with pytest.raises(pc.InputError, match="no colour term"):
+        pc.refcat.colour_term_for({"system": "skymapper", "bandpasses": {}}, "hsc2017-r", "r")

@@ -120,9 +120,10 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
     A catalog already in photocalib's form (``flux`` or ``<band>_flux`` in nJy) is read by
     :func:`read_reference`. Otherwise it is a survey catalog (Gaia, Pan-STARRS1, ATLAS-RefCat2,
     SkyMapper) read by :func:`photocalib.refcat.read_reference` at the exposure's epoch: its
-    ``<band>_flux`` when it has that band, else, for Gaia, G turned into the instrument's band
-    by a synthetic colour term in BP − RP through the instrument's bandpass (``bandpass``, a
-    speclite filter name).
+    ``<band>_flux`` when it has that band, else its band carried into the instrument's band by
+    :func:`photocalib.refcat.colour_term_for`: the published empirical term where there is one
+    (Gaia or PS1 → DECam), else, for Gaia, a synthetic term in BP − RP through the instrument's
+    bandpass (``bandpass``, a speclite filter name).
 
     Raises
     ------
@@ -134,7 +135,7 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
         return read_reference(path, band=band), "reference fluxes in nJy as given"
     except InputError as plain:
         first = plain
-    from ..refcat import ColourTerm
+    from ..refcat import colour_term_for
     from ..refcat import read_reference as read_survey
 
     epoch = None
@@ -147,15 +148,17 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
     system = str(table.meta.get("system", "?"))
     note = f"{system} catalog at epoch {epoch if epoch is None else round(epoch, 3)}"
     if band and f"{band}_flux" not in table.colnames:
-        passes = table.meta.get("bandpasses", {})
-        if not (system.startswith("gaia") and bandpass and {"G", "BP", "RP"} <= set(passes)):
+        try:
+            if not bandpass:
+                raise InputError("no instrument bandpass")
+            # The published empirical term where there is one (Gaia/PS1 → DECam), else synthetic.
+            ct = colour_term_for(table.meta, bandpass, band)
+        except InputError:
             raise InputError(
                 f"{path}: a {system} catalog with bands {', '.join(table.meta.get('bands', []))} "
                 f"but not {band!r}, and no colour term to make it; give a reference in {band} "
                 "(a table with a '<band>_flux' column in nJy, or magnitudes read with "
-                "photocalib.refcat.read_reference and a ColourTerm applied)")
-        ct = ColourTerm.synthetic(passes["G"], bandpass, (passes["BP"], passes["RP"]),
-                                  reference_band="G", target_band=band, colour_bands=("BP", "RP"))
+                "photocalib.refcat.read_reference and a ColourTerm applied)") from None
         table = ct.apply(table)
         note += f"; {ct.describe()}"
     name = f"{band}_flux" if band and f"{band}_flux" in table.colnames else None

@@ -17,16 +17,22 @@ from .colourterm import read_colour_terms as read_colour_terms
 from .colourterm import synthetic_ab_mags as synthetic_ab_mags
 from .colourterm import to_reference as to_reference
 from .colourterm import write_colour_terms as write_colour_terms
+from .published import PUBLISHED as PUBLISHED
+from .published import colour_term_for as colour_term_for
+from .published import published_colour_term as published_colour_term
 
 __all__ = [
     "ColourTerm",
     "GAIA_ZERO_POINTS",
+    "PUBLISHED",
     "SYSTEMS",
     "blackbody_library",
+    "colour_term_for",
     "convert_reference",
     "mag_to_njy",
     "njy_to_mag",
     "propagate",
+    "published_colour_term",
     "read_colour_terms",
     "read_reference",
     "synthetic_ab_mags",
