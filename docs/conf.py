@@ -34,6 +34,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # ships MathJax in _static: formulas render without network
     "sphinx.ext.viewcode",
     "numpydoc",
     "myst_parser",

@@ -1,4 +1,6 @@
-"""Zero points of DECam community-pipeline images from Gaia, compared with the Legacy Surveys'.
+"""
+Zero points of DECam community-pipeline images from Gaia, compared with the Legacy Surveys'
+============================================================================================
 
 For each ``ooi`` image: read it (with its weight and quality maps) through ``read_exposures``,
 read the Gaia stars around it at the exposure's epoch, carry Gaia G into the DECam band with a
