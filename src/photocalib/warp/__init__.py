@@ -6,6 +6,7 @@ Layer 5 (processing).
 from .coadd import DEFAULT_BAD_MASK, CoaddResult, coadd
 from .config import WarpConfig
 from .mapping import PixelMapping
+from .reprojection import reproject
 from .skygrid import SkyGrid
 from .warp import WarpResult, area_metadata, pixel_mapping, warp_arrays, warp_exposure
 
@@ -19,6 +20,7 @@ __all__ = [
     "area_metadata",
     "coadd",
     "pixel_mapping",
+    "reproject",
     "warp_arrays",
     "warp_exposure",
 ]

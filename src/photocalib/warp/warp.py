@@ -90,7 +90,7 @@ def _threads() -> int:
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
-def _resample_threaded(before: tuple, tile_args: tuple, after: tuple) -> None:
+def _resample_threaded(before: tuple, tile_args: tuple, after: tuple, threads: int | None = None) -> None:
     """Run the resampling kernel over chunks of tiles on threads (the kernel releases the GIL).
 
     ``tile_args`` are the mapping's arrays: nine per-tile arrays, then the two shared arrays of
@@ -99,7 +99,7 @@ def _resample_threaded(before: tuple, tile_args: tuple, after: tuple) -> None:
     """
     per_tile, shared = tile_args[:9], tile_args[9:]
     n_tiles = per_tile[0].shape[0]
-    n_threads = _threads()
+    n_threads = _threads() if threads is None else max(1, int(threads))
     n_chunks = min(n_tiles, 8 * n_threads)
     if n_chunks <= 1 or n_threads == 1:
         _kernels.resample(*before, *tile_args, *after)
@@ -267,6 +267,7 @@ def warp_arrays(
     mapping: PixelMapping | None = None,
     grow_bits: int = GROW_BITS,
     origin: tuple[int, int] = (0, 0),
+    threads: int | None = None,
 ) -> WarpResult:
     """Warp plain arrays: the engine under :func:`warp_exposure`.
 
@@ -304,6 +305,8 @@ def warp_arrays(
     origin : tuple of int
         ``(x0, y0)``: the ``target_wcs`` pixel of output pixel ``(0, 0)``, to warp onto a
         sub-box of a large grid (``dst_area`` then covers that sub-box).
+    threads : int, optional
+        Threads for the resampling (default ``NUMBA_NUM_THREADS``).
 
     Returns
     -------
@@ -372,6 +375,7 @@ def warp_arrays(
         (_readonly(values), _readonly(var_in), _readonly(mask), has_var, has_mask, _readonly(area_out), use_area),
         mapping.kernel_args(),
         (order, _LANCZOS3_TABLE, out, out_var, out_mask, np.uint32(MaskPlane.EDGE), np.uint32(MaskPlane.NO_DATA)),
+        threads,
     )
     return WarpResult(image=out, variance=out_var if has_var else None, mask=out_mask, mapping=mapping)
 
