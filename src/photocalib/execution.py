@@ -169,7 +169,7 @@ class DaskExecutor(Executor):
 
         name = getattr(fn, "__name__", "task")
         stamp = time.monotonic_ns()
-        futures = [self.client.submit(fn, item, *args, retries=self.retries, pure=False,
+        futures = [self.client.submit(_guarded, fn, item, *args, retries=self.retries, pure=False,
                                       key=f"{name}-{_key(item)}-{stamp}-{i}", **kwargs)
                    for i, item in enumerate(items)]
         index = {f.key: i for i, f in enumerate(futures)}
@@ -178,7 +178,7 @@ class DaskExecutor(Executor):
             for future in as_completed(futures):
                 i = index[future.key]
                 try:
-                    results[i] = future.result()
+                    results[i] = _unwrap(future.result())
                 except PhotocalibError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - name the item whatever failed
@@ -241,6 +241,31 @@ class DaskExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.client!r}, retries={self.retries})"
+
+
+class _Refused:
+    """A task's PhotocalibError, returned as a value instead of raised.
+
+    Dask retries a task that raises, and its worker logs the traceback; an error photocalib
+    raises on purpose (a bad file, a bad value) fails the same way every time, so it comes
+    back as a result, is not retried, and is raised again in the client as one clear line.
+    """
+
+    def __init__(self, error: PhotocalibError) -> None:
+        self.error = error
+
+
+def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except PhotocalibError as exc:
+        return _Refused(exc)
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, _Refused):
+        raise value.error
+    return value
 
 
 def as_executor(where: Executor | Any | None = None, n_threads: int | None = None) -> Executor:

@@ -112,6 +112,45 @@ def _check_sip_orders(header: fits.Header) -> None:
             )
 
 
+#: Pixel scales a sky image can have (arcsec): outside them a WCS is a damaged header.
+PIXEL_SCALE_RANGE_ARCSEC = (1e-4, 36000.0)
+
+#: Largest ratio of the linear matrix's two singular values: beyond it the WCS is singular.
+_MAX_ANISOTROPY = 1e3
+
+
+def _check_linear(matrix: np.ndarray, keys: str) -> None:
+    """InputError naming ``keys`` unless the 2×2 pixel→intermediate matrix (deg/pixel) is a
+    regular matrix with a pixel scale in :data:`PIXEL_SCALE_RANGE_ARCSEC`."""
+    m = np.asarray(matrix, dtype=np.float64)[:2, :2] * 3600.0
+    with np.errstate(all="ignore"):
+        sv = np.linalg.svd(m, compute_uv=False) if np.all(np.isfinite(m)) else np.array([np.nan, 0.0])
+    lo, hi = PIXEL_SCALE_RANGE_ARCSEC
+    if not (np.isfinite(sv).all() and sv[1] > 0):
+        raise InputError(f"WCS keywords {keys} make a singular matrix (determinant 0), so pixels "
+                         "have no size on the sky; the header's WCS is damaged")
+    if sv[0] / sv[1] > _MAX_ANISOTROPY:
+        raise InputError(f"WCS keywords {keys} make a nearly singular matrix (pixel axes "
+                         f"{sv[0]:.3g}\" and {sv[1]:.3g}\" long); the header's WCS is damaged")
+    scale = float(np.sqrt(sv[0] * sv[1]))
+    if not lo <= scale <= hi:
+        raise InputError(f"WCS keywords {keys} give a pixel scale of {scale:.3g}\", outside "
+                         f"{lo:g}\"..{hi / 3600:g}°; the header's WCS is damaged")
+
+
+def _check_header_linear(hdr: fits.Header) -> None:
+    """Refuse a singular or absurd CD (or CDELT × PC) matrix as written in the header.
+
+    wcslib takes an all-zero CD matrix for a missing one (1°/pixel), so this looks at the
+    keywords themselves.
+    """
+    cd = [f"CD{i}_{j}" for i in (1, 2) for j in (1, 2)]
+    if any(k in hdr for k in cd):
+        values = [hdr.get(k, 0.0) for k in cd]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            _check_linear(np.array(values, dtype=np.float64).reshape(2, 2), "CD1_1..CD2_2")
+
+
 def _check_wcs_values(w: WCS) -> None:
     ww = w.wcs
     for name, arr in (("CRVAL", ww.crval), ("CRPIX", ww.crpix), ("CDELT", ww.get_cdelt()), ("PC", ww.get_pc())):
@@ -125,6 +164,12 @@ def _check_wcs_values(w: WCS) -> None:
             if arr is not None and not np.all(np.isfinite(arr)):
                 p, q = np.argwhere(~np.isfinite(arr))[0]
                 raise InputError(f"SIP keyword {name}_{p}_{q} is not finite; give it a finite number")
+    try:
+        matrix = w.celestial.pixel_scale_matrix if w.naxis != 2 else w.pixel_scale_matrix
+    except Exception:  # noqa: BLE001 - a WCS astropy cannot turn into a matrix is caught later
+        return
+    keys = "CD1_1..CD2_2" if ww.has_cd() else "CDELT1/CDELT2 × PC1_1..PC2_2"
+    _check_linear(matrix, keys)
 
 
 def _tpv_from_header(hdr: fits.Header):
@@ -366,12 +411,15 @@ class SkyWcs:
         Raises
         ------
         InputError
-            Unparseable header, no celestial axes, a NaN/infinite WCS keyword (named), or a SIP
-            term of a higher degree than its ``A_ORDER``/``B_ORDER``/``AP_ORDER``/``BP_ORDER``.
+            Unparseable header, no celestial axes, a NaN/infinite WCS keyword (named), a SIP
+            term of a higher degree than its ``A_ORDER``/``B_ORDER``/``AP_ORDER``/``BP_ORDER``,
+            or a singular or nearly singular CD (or CDELT × PC) matrix or a pixel scale outside
+            1e-4″..10° (the keywords named).
         """
         hdr = _as_header(header)
         _check_header_values(hdr)
         _check_sip_orders(hdr)
+        _check_header_linear(hdr)
         import warnings
 
         from astropy.wcs import FITSFixedWarning

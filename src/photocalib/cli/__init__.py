@@ -21,13 +21,40 @@ __all__ = ["main"]
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        def debug() -> bool:  # known once the group's callback has run
+            return bool(ctx.obj and ctx.obj.get("debug"))
+
         try:
             return super().invoke(ctx)
         except PhotocalibError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
+            if debug():
                 raise
-            click.echo(f"photocalib: error: {exc}", err=True)
-            sys.exit(2)
+            _fail(f"photocalib: error: {_one_line(exc)}", 2)
+        except KeyboardInterrupt:
+            if debug():
+                raise
+            # Work is written atomically: what finished is kept, and a rerun resumes.
+            _fail("photocalib: interrupted; finished work is kept (rerun the same command to "
+                  "resume)", 130)
+        except MemoryError:
+            if debug():
+                raise
+            _fail("photocalib: error: out of memory; give the command a smaller image or HDU, "
+                  "or run it on a machine with more memory", 2)
+        except RecursionError:
+            if debug():
+                raise
+            _fail("photocalib: error: an input is nested too deeply to read (a configuration "
+                  "table or header structure); simplify it", 2)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _fail(message: str, status: int) -> None:
+    click.echo(message, err=True)
+    sys.exit(status)
 
 
 @click.group(cls=_Group)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -70,8 +71,10 @@ def _with_common(fn):
               help="The --raw images are already flat-fielded by their survey (DECam CP InstCal, "
                    "ZTF sciimg, SDSS frame, Rubin calexp): no ISR or flats, their weights and "
                    "masks kept. Default: decided from the instrument of the first image.")
+@click.option("--wait", is_flag=True,
+              help="If another run is using --out, wait for it to end instead of refusing.")
 @_with_common
-def run_cmd(survey, out, raw, flats, refcat, truth, no_report, processed, config_path, scheduler,
+def run_cmd(survey, out, raw, flats, refcat, truth, no_report, processed, wait, config_path, scheduler,
             workers, model, force, in_process, no_progress, verbose) -> None:
     """Calibrate raw MEF exposures: ISR, background on surface brightness, photometry on
     fluence, single-detector and joint calibration, calibrated exposures and catalogs, warps,
@@ -93,7 +96,7 @@ def run_cmd(survey, out, raw, flats, refcat, truth, no_report, processed, config
                          processed=processed or None)
     t0 = time.perf_counter()
     result = run_pipeline(inputs, out, cfg, scheduler=scheduler, force=force, in_process=in_process,
-                          report=not no_report)
+                          report=not no_report, wait=math.inf if wait else 0.0)
     for step, why in result.skipped.items():
         click.echo(f"skipped {step}: {why}", err=True)
     click.echo(f"run finished in {time.perf_counter() - t0:.1f} s: {Path(out).resolve()}")

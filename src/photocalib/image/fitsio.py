@@ -17,7 +17,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .._io import _is_compressed, atomic_write_hdulist, open_fits
+from .._io import atomic_write_hdulist, compression, open_fits
 from ..errors import InputError, PhotocalibError
 from ..fields import field_from_table
 from .kind import ImageKind
@@ -116,7 +116,7 @@ def _pick_image_hdu(hdul: fits.HDUList, path, hdu) -> tuple[int | str, fits.hdu.
     for i, h in enumerate(hdul):
         if isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and h.data is not None:
             name = h.name if h.name not in ("", "PRIMARY") else i
-            if str(name).upper() in ("VARIANCE", "MASK"):
+            if str(name).upper() in ("VARIANCE", "MASK") or _exttype(h) in ("VARIANCE", "MASK"):
                 continue
             return name, h
     raise InputError(f"{path}: no HDU holds image data; pass hdu= to name the image HDU")
@@ -164,8 +164,8 @@ def check_complete(hdul: fits.HDUList, path) -> None:
         end = info["datLoc"] + info["datSpan"]
     except Exception as exc:  # noqa: BLE001 - astropy raises many types on a damaged file
         raise InputError(f"{path}: damaged FITS structure ({exc}); the file may be truncated") from exc
-    if _is_compressed(Path(path)):
-        return  # a gzip/bzip2 stream: sizes are of its content, and a cut stream fails to decompress
+    if compression(path) is not None:
+        return  # open_fits checked that the stream decompresses to its end
     size = os.path.getsize(path)
     if size < end:
         raise InputError(f"{path}: truncated: {size} bytes, but its HDUs need {end}")
@@ -270,10 +270,76 @@ def _parse_unit(value, where: str) -> u.UnitBase:
     raise InputError(f"{where}: keyword BUNIT = {value!r} is not a unit astropy understands")
 
 
+def _exttype(h) -> str:
+    """The afw ``EXTTYPE`` (IMAGE, MASK, VARIANCE) of an HDU, upper case ('' if none)."""
+    try:
+        return str(h.header.get("EXTTYPE", "")).strip().upper()
+    except Exception:  # noqa: BLE001 - a damaged card
+        return ""
+
+
+def _plane_hdu(hdul: fits.HDUList, name: str):
+    """The HDU named ``name`` (EXTNAME), else the first whose afw EXTTYPE is ``name``.
+
+    Rubin's afw writes image, mask and variance HDUs that may carry no EXTNAME, only EXTTYPE.
+    """
+    if name in hdul:
+        return hdul[name]
+    for h in hdul:
+        if _exttype(h) == name:
+            return h
+    return None
+
+
+#: How the mask-plane names other software writes (afw, Rubin) map onto :class:`MaskPlane`;
+#: a name absent here and from MaskPlane is kept as SUSPECT, and these None are dropped.
+_FOREIGN_PLANES: dict[str, str | None] = {
+    "CROSSTALK": "SUSPECT", "UNMASKEDNAN": "BAD", "DETECTED_NEGATIVE": None,
+    "NOT_DEBLENDED": None, "CLIPPED": None, "INEXACT_PSF": None, "REJECTED": None,
+    "SENSOR_EDGE": "EDGE", "STREAK": "SUSPECT", "VIGNETTED": "SUSPECT",
+}
+
+
+def _own_plane_keys() -> dict[str, int]:
+    return {f"MP_{plane.name}"[:8]: int(plane.value) for plane in MaskPlane}
+
+
+def _remap_mask(data: np.ndarray, header: fits.Header, where: str) -> np.ndarray:
+    """Translate a mask whose header defines its bits (``MP_<NAME> = bit``) to MaskPlane bits.
+
+    photocalib writes ``MP_<name>`` (8 characters) = the plane's *value*; afw (Rubin, HSC)
+    writes ``MP_<NAME>`` = the bit *number* (``MP_DETECTED = 5``). Without the translation
+    afw's DETECTED bit would read as CR here and mask every source.
+    """
+    planes = {}
+    for card in header.cards:
+        key = card.keyword.upper()
+        if key.startswith("HIERARCH "):
+            key = key[9:].strip()
+        if key.startswith("MP_") and isinstance(card.value, int) and not isinstance(card.value, bool):
+            planes[key] = card.value
+    if not planes:
+        return data
+    if planes == _own_plane_keys():
+        return data  # photocalib's own layout: bits are already MaskPlane values
+    out = np.zeros(data.shape, dtype=np.uint32)
+    raw = data.astype(np.uint64, copy=False)
+    for key, bit in planes.items():
+        if not 0 <= bit < 64:
+            raise InputError(f"{where}: mask keyword {key} = {bit} is not a bit number 0..63")
+        name = key[3:]
+        target = name if name in MaskPlane.__members__ else _FOREIGN_PLANES.get(name, "SUSPECT")
+        if target is None:
+            continue
+        hit = (raw >> np.uint64(bit)) & np.uint64(1)
+        out |= hit.astype(np.uint32) * np.uint32(MaskPlane[target].value)
+    return out
+
+
 def _read_plane(hdul: fits.HDUList, name: str, shape, path) -> np.ndarray | None:
-    if name not in hdul:
+    h = _plane_hdu(hdul, name)
+    if h is None:
         return None
-    h = hdul[name]
     try:
         data = h.data
     except Exception as exc:  # noqa: BLE001
@@ -285,4 +351,6 @@ def _read_plane(hdul: fits.HDUList, name: str, shape, path) -> np.ndarray | None
     data = np.asarray(data)
     if data.dtype.byteorder == ">":
         data = data.astype(data.dtype.newbyteorder("="))
+    if name == "MASK":
+        data = _remap_mask(data, h.header, f"{path}[{name}]")
     return data

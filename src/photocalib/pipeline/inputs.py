@@ -22,7 +22,8 @@ __all__ = ["Unit", "RunInputs", "discover_raw", "discover_flats", "discover_proc
 
 log = logging.getLogger("photocalib.pipeline")
 
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz")
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz", ".fits.bz2", ".fit.gz", ".fit.bz2",
+                  ".fts.gz", ".fts.bz2")
 
 
 @dataclass(frozen=True, order=True)

@@ -7,18 +7,22 @@ is finished when its manifest exists and every file it lists is present and inta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write
-from ..errors import InputError
+from .._io import atomic_write, pid_alive
+from ..errors import InputError, PhotocalibError
 
-__all__ = ["RunLayout", "fingerprint", "sha256_file", "write_json", "read_json"]
+__all__ = ["RunLayout", "RunLock", "RunBusyError", "content_fingerprint", "fingerprint",
+           "sha256_file", "write_json", "read_json"]
 
 
 def fingerprint(*parts: Any) -> str:
@@ -27,6 +31,186 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 MANIFEST_VERSION = 1
+
+#: Files up to this size are hashed whole; larger ones by their headers and a strided sample.
+FULL_HASH_LIMIT = 64 << 20
+
+
+def content_fingerprint(path: str | os.PathLike, full_limit: int = FULL_HASH_LIMIT,
+                        samples: int = 1024, block: int = 4096) -> str:
+    """A digest of what a file holds, not of where it is.
+
+    Files up to ``full_limit`` bytes are hashed whole (SHA-256). Larger ones are hashed by
+    their size, modification time, first MiB (the FITS headers of a raw file, a Parquet
+    file's header) and last block (a Parquet footer), and ``samples`` blocks of ``block``
+    bytes at evenly strided offsets, so a rewritten or edited input is recognised without
+    reading gigabytes; moving or renaming the file, or naming it by another path, does not
+    change the digest of a small file.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "a").write_bytes(b"x" * 10); _ = (d / "b").write_bytes(b"x" * 10)
+    >>> content_fingerprint(d / "a") == content_fingerprint(d / "b")
+    True
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        st = path.stat()
+        digest.update(f"size={st.st_size};".encode())
+        with open(path, "rb") as handle:
+            if st.st_size <= full_limit:
+                while data := handle.read(1 << 20):
+                    digest.update(data)
+            else:
+                digest.update(f"mtime={st.st_mtime_ns};".encode())
+                digest.update(handle.read(1 << 20))
+                step = max(block, (st.st_size - (1 << 20)) // samples)
+                for offset in range(1 << 20, st.st_size, step):
+                    handle.seek(offset)
+                    digest.update(handle.read(block))
+                handle.seek(max(0, st.st_size - block))
+                digest.update(handle.read(block))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read to fingerprint it ({exc.strerror or exc})") from exc
+    return digest.hexdigest()[:32]
+
+
+class RunBusyError(PhotocalibError):
+    """Another live run holds the run folder's lock."""
+
+
+class RunLock:
+    """Exclusive ownership of a run folder: ``root/.photocalib.lock`` names its holder.
+
+    The lock file holds the host, PID and start time of the run that owns the folder; it is
+    created atomically (complete or absent) and removed when the run ends. A second run
+    refuses with :class:`RunBusyError` naming the holder, or, given ``wait``, waits for it. A
+    lock left by a process that no longer exists on this host is taken over.
+
+    Parameters
+    ----------
+    root : path
+        The run folder.
+    wait : float
+        Seconds to wait for a busy folder (0: refuse at once; ``math.inf``: wait for ever).
+    poll : float
+        Seconds between checks while waiting.
+    """
+
+    NAME = ".photocalib.lock"
+
+    def __init__(self, root: str | os.PathLike, wait: float = 0.0, poll: float = 1.0) -> None:
+        self.root = Path(root)
+        self.path = self.root / self.NAME
+        self.wait = float(wait)
+        self.poll = float(poll)
+        self.record = {"host": socket.gethostname(), "pid": os.getpid(),
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": os.urandom(8).hex()}
+        self.held = False
+
+    def holder(self) -> dict[str, Any] | None:
+        """The lock's record, ``{}`` when unreadable, None when there is no lock."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+
+    def _stale(self, rec: dict[str, Any]) -> bool:
+        if not rec:
+            # Unreadable: only ours could be half-written, and ours are written whole; an
+            # old unreadable lock is debris.
+            try:
+                return time.time() - self.path.stat().st_mtime > 60.0
+            except FileNotFoundError:
+                return True
+        if rec.get("host") != self.record["host"]:
+            return False  # a process on another machine cannot be checked from here
+        try:
+            return not pid_alive(int(rec.get("pid", -1)))
+        except (TypeError, ValueError):
+            return True
+
+    def _try_create(self) -> bool:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".photocalib.lock.{os.getpid()}.{self.record['token']}.tmp"
+        tmp.write_text(json.dumps(self.record) + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, self.path)  # atomic, and fails if the lock exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def acquire(self) -> RunLock:
+        """Take the lock (see the class docstring).
+
+        Raises
+        ------
+        RunBusyError
+            Another live run holds it (after ``wait`` seconds).
+        OutputError, OSError
+            The folder cannot be written.
+        """
+        deadline = time.monotonic() + self.wait
+        while True:
+            if self._try_create():
+                self.held = True
+                return self
+            rec = self.holder()
+            if rec is None:
+                continue  # released between our two looks
+            if self._stale(rec):
+                # Move the dead holder's lock aside under a unique name: of two runs taking
+                # over at once, only one rename succeeds; the other finds the new lock.
+                aside = self.root / f".photocalib.lock.stale.{os.getpid()}.{self.record['token']}"
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.path, aside)
+                    aside.unlink()
+                continue
+            if time.monotonic() >= deadline:
+                who = (f"host {rec.get('host', '?')}, PID {rec.get('pid', '?')}, started "
+                       f"{rec.get('started', '?')}") if rec else "an unreadable lock"
+                raise RunBusyError(
+                    f"{self.root}: in use by another photocalib run ({who}); wait for it to end, "
+                    f"rerun with --wait to queue behind it, or delete {self.path} if that run "
+                    "is dead")
+            time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())) or self.poll)
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours."""
+        if self.held and (self.holder() or {}).get("token") == self.record["token"]:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

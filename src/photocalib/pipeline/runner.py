@@ -6,6 +6,7 @@ that is switched off, or has nothing to work on, is skipped with a warning, and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -18,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from .. import fit, warp
-from .._io import atomic_write
-from ..errors import InputError, PhotocalibError
+from .._io import atomic_write, remove_stale_temporaries
+from ..errors import InputError, OutputError, PhotocalibError
 from .catalogs import associate, read_table, write_parquet
 from .config import Config, config_to_toml
 from .execution import Executor, open_executor
 from .inputs import RunInputs, Unit, read_image_wcs
-from .layout import RunLayout, fingerprint, read_json, write_json
+from .layout import RunLayout, RunLock, fingerprint, read_json, write_json
 from .steps import StepContext, StepSkipped, apply_unit, grid_wcs, process_unit
 
 __all__ = ["RunResult", "run_pipeline"]
@@ -58,6 +59,11 @@ class _Run:
         self.force = force
         self.result = RunResult(out)
         self.ctx = StepContext(str(out), config, dict(inputs.flats), inputs.refcat, force)
+        # Every input is fingerprinted by content once, here: tasks compare these digests, so
+        # an edited raw file, flat or reference catalog redoes exactly what depends on it.
+        for path in sorted({u.path for u in inputs.units} | set(inputs.flats.values())
+                           | ({inputs.refcat} if inputs.refcat else set())):
+            self.ctx.digest(path)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -92,7 +98,8 @@ class _Run:
     def save_state(self) -> None:
         cfg = self.config
         write_json(self.run.run_json, {
-            "inputs": {"units": [[u.visit, u.detector, u.path, u.hdu] for u in self.inputs.units],
+            "inputs": {"units": [[u.visit, u.detector, u.path, u.hdu, u.processed]
+                                 for u in self.inputs.units],
                        "visits": self.inputs.visits, "detectors": self.inputs.detectors,
                        "refcat": self.inputs.refcat, "truth": self.inputs.truth,
                        "flats": {str(k): v for k, v in self.inputs.flats.items()}},
@@ -131,6 +138,9 @@ class _Run:
         if not self.force and self.run.is_done(step, "all", fingerprint=fp):
             self.result.counts["joint_cached"] = 1
             return
+        # What an earlier fit (another model, configuration or input) made is not this fit's
+        # result: it goes before fitting, so a fit that fails leaves no numbers under its name.
+        self.retire_joint()
         df = self.observations()
         write_parquet(df, self.run.tables / "observations.parquet")
         good = (df["flags"] == 0) & (df["snr"] >= self.config.measure.min_snr) & (df["instflux"] > 0)
@@ -192,11 +202,6 @@ class _Run:
             path.parent.mkdir(parents=True, exist_ok=True)
             calib.write(path)
             outputs.append(path)
-        # A calibration left from an earlier fit of other data must not look current.
-        keep = {Path(p).resolve() for p in outputs}
-        for old in self.run.joint_dir.rglob("det-*.fits"):
-            if old.resolve() not in keep:
-                old.unlink()
         self.run.mark_done(step, "all", outputs, fingerprint=fp)
 
     def _check_processed_joint(self, obs: pd.DataFrame) -> None:
@@ -228,6 +233,22 @@ class _Run:
         if obs.empty:
             raise StepSkipped("no star is measured in two visits, so there is nothing to fit "
                               f"jointly; {fallback}")
+
+    def retire_joint(self) -> None:
+        """Remove the joint fit's outputs for this run's detectors and everything made from them.
+
+        Only this run's (visit, detector) units are touched: another run's detectors in the
+        same folder keep their calibrations and calibrated exposures.
+        """
+        run = self.run
+        for path in (run.manifest("joint", "all"), run.manifest("coadd", "all"), run.coadd,
+                     run.joint_solution):
+            path.unlink(missing_ok=True)
+        for u in self.inputs.units:
+            for path in (run.manifest("apply", u.name), run.joint_calib(u.visit, u.detector),
+                         run.calexp(u.visit, u.detector), run.calibrated_catalog(u.visit, u.detector),
+                         run.warp(u.visit, u.detector)):
+                path.unlink(missing_ok=True)
 
     def _joint_options(self) -> dict[str, Any]:
         cfg = self.config.calibration
@@ -312,9 +333,19 @@ def _coadd_task(inputs: list[str], grid: dict[str, Any], options: dict[str, Any]
     return out
 
 
+def absolute_inputs(inputs: RunInputs) -> RunInputs:
+    """``inputs`` with every path absolute, so a record of them holds from any directory."""
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else os.path.abspath(path)
+
+    return RunInputs(tuple(dataclasses.replace(u, path=os.path.abspath(u.path)) for u in inputs.units),
+                     {k: os.path.abspath(v) for k, v in inputs.flats.items()},
+                     absolute(inputs.refcat), absolute(inputs.truth))
+
+
 def run_pipeline(inputs: RunInputs, out: str | os.PathLike, config: Config | None = None,
                  scheduler: str | None = None, force: bool = False, in_process: bool = False,
-                 report: bool = True) -> RunResult:
+                 report: bool = True, wait: float = 0.0) -> RunResult:
     """Run the whole chain on ``inputs`` and write everything under ``out``.
 
     Parameters
@@ -333,6 +364,9 @@ def run_pipeline(inputs: RunInputs, out: str | os.PathLike, config: Config | Non
         Run without Dask (debugging).
     report : bool
         Write ``report/index.html`` at the end.
+    wait : float
+        Seconds to wait while another run holds ``out`` (``math.inf``: until it ends); by
+        default a busy folder is refused at once.
 
     Returns
     -------
@@ -342,10 +376,27 @@ def run_pipeline(inputs: RunInputs, out: str | os.PathLike, config: Config | Non
     ------
     PhotocalibError
         For bad inputs (naming the file, HDU and keyword) or a task that failed after its retries.
+    RunBusyError
+        If another live run holds ``out`` (its host, PID and start time are named).
     """
     config = config or Config()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(os.path.abspath(out))
+    inputs = absolute_inputs(inputs)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the run folder ({exc.strerror or exc}); "
+                          "choose a writable --out") from exc
+    # One run owns the folder at a time: two runs would each clean up as stale what the other
+    # just made, and write config.toml and run.json for different configurations.
+    with RunLock(out, wait=wait):
+        # Debris of writers killed on this host (a kill -9 mid-write) goes first.
+        remove_stale_temporaries(out, recursive=True)
+        return _run_locked(inputs, out, config, scheduler, force, in_process, report)
+
+
+def _run_locked(inputs: RunInputs, out: Path, config: Config, scheduler: str | None, force: bool,
+                in_process: bool, report: bool) -> RunResult:
     layout = RunLayout(out)
     with atomic_write(out / "config.toml") as tmp:
         tmp.write_text(config_to_toml(config), encoding="utf-8")
@@ -383,9 +434,19 @@ def previous_inputs(out: str | os.PathLike) -> RunInputs:
         raise InputError(f"{out}: no run.json; is it the output directory of `photocalib run`?")
     try:
         rec = dict(read_json(path).get("inputs", {}))
-        units = tuple(Unit(int(v), int(d), str(p), int(h)) for v, d, p, h in rec["units"])
-        flats = {int(k): str(v) for k, v in dict(rec.get("flats", {})).items()}
-        return RunInputs(units, flats, rec.get("refcat"), rec.get("truth"))
+        root = Path(out)
+
+        def where(p: str | None) -> str | None:
+            # Runs record absolute paths; an older record's relative path is tried from here,
+            # then from the run folder.
+            if p is None or os.path.isabs(p) or os.path.exists(p):
+                return p
+            return str(root / p)
+
+        units = tuple(Unit(int(v), int(d), str(where(str(p))), int(h), bool(rest and rest[0]))
+                      for v, d, p, h, *rest in rec["units"])
+        flats = {int(k): str(where(str(v))) for k, v in dict(rec.get("flats", {})).items()}
+        return RunInputs(units, flats, where(rec.get("refcat")), where(rec.get("truth")))
     except (AttributeError, KeyError, TypeError, ValueError, PhotocalibError) as exc:
         raise InputError(f"{path}: unreadable run record ({exc})") from exc
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ..fit import DetectorResult
 from .catalogs import read_reference, read_table, reference_for, write_parquet
 from .config import Config
 from .inputs import Unit
-from .layout import RunLayout, fingerprint
+from .layout import RunLayout, content_fingerprint, fingerprint
 
 __all__ = ["StepContext", "StepSkipped", "process_unit", "apply_unit"]
 
@@ -45,6 +45,19 @@ class StepContext:
     flats: dict[int, str]
     refcat: str | None
     force: bool = False
+    #: Content fingerprint of every input file by path (see ``layout.content_fingerprint``),
+    #: computed once by the driver so that a changed file, not a changed path, redoes work.
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def digest(self, path: str | None) -> str | None:
+        """The content fingerprint of an input file (``path[hdu]`` for an HDU of it)."""
+        if path is None:
+            return None
+        if path not in self.digests:
+            file, hdu = _flat_spec(path) if path.endswith("]") else (path, None)
+            self.digests[path] = f"{content_fingerprint(file)}[{hdu}]" if hdu is not None \
+                else content_fingerprint(file)
+        return self.digests[path]
 
     @property
     def run(self) -> RunLayout:
@@ -63,7 +76,8 @@ class StepContext:
         data["single"] = [cfg.calibration.single_order, cfg.calibration.compare_legacy]
         # Bumped when the library's chain changes what it makes from the same options.
         data["chain"] = 2
-        return fingerprint(data, unit.path, unit.hdu, self.flats.get(unit.detector), self.refcat)
+        return fingerprint(data, self.digest(unit.path), unit.hdu, unit.processed,
+                           self.digest(self.flats.get(unit.detector)), self.digest(self.refcat))
 
     def apply_fingerprint(self, unit: Unit, grid: dict[str, Any] | None) -> str:
         run = self.run

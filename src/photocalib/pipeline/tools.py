@@ -30,10 +30,25 @@ def default_output(path: str | os.PathLike, suffix: str) -> Path:
     """``dir/name.fits`` -> ``dir/name.<suffix>.fits`` (also for ``.fits.fz`` and ``.fit``)."""
     path = Path(path)
     name = path.name
-    for ext in (".fits.fz", ".fits.gz", ".fits", ".fit", ".fts"):
+    for ext in (".fits.fz", ".fits.gz", ".fits.bz2", ".fit.gz", ".fit.bz2", ".fits", ".fit", ".fts"):
         if name.lower().endswith(ext):
             return path.with_name(name[: -len(ext)] + f".{suffix}.fits")
     return path.with_name(name + f".{suffix}.fits")
+
+
+def is_calibrated_unit(unit) -> bool:
+    """Whether pixel values in ``unit`` are already calibrated (a flux density, per pixel or
+    per solid angle: nJy, Jy, erg/s/cm²/Hz, maggies), not instrumental counts."""
+    import astropy.units as u
+
+    if unit is None:
+        return False
+    unit = u.Unit(unit)
+    for per in (u.dimensionless_unscaled, u.arcsec**2):
+        probe = unit * per
+        if probe.is_equivalent(u.Jy) or probe.is_equivalent(u.mgy):
+            return True
+    return False
 
 
 def _image_hdus(hdul: fits.HDUList, path: Path, hdu: int | str | None) -> list[tuple[int, fits.hdu.base._BaseHDU]]:
@@ -167,9 +182,9 @@ def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | No
     hdu : int or str, optional
         The image HDU (default: the first with data).
     input_kind : str, optional
-        What the input is when it has no ``PCKIND`` keyword (a file photocalib did not write).
-        Without it such a file is taken as SURFACE_BRIGHTNESS (a flat-fielded image) and a
-        warning is logged.
+        What the input is when it has no ``PCKIND`` keyword (a file photocalib did not write);
+        such a file is refused without it, since guessing wrong would write the input back
+        unchanged or converted twice.
 
     Returns
     -------
@@ -178,7 +193,8 @@ def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | No
     Raises
     ------
     InputError
-        For a missing or unreadable file or an image without a celestial WCS.
+        For a missing or unreadable file, an image without a celestial WCS, a file whose
+        kind is unknown (no ``PCKIND`` and no ``input_kind``), or one already of ``kind``.
     """
     from ..image import ImageKind
 
@@ -196,8 +212,15 @@ def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | No
     if input_kind is not None:
         exp = exp.replace(kind=ImageKind.parse(input_kind))
     elif not has_kind:
-        log.warning("%s has no PCKIND keyword: taking it as SURFACE_BRIGHTNESS (flat-fielded); "
-                    "pass --input-kind to say otherwise", path)
+        # A foreign file says nothing about its kind: a guess that matches the target would
+        # write the input back unchanged, and a wrong one would convert it twice.
+        raise InputError(
+            f"{path}: no PCKIND keyword, so whether it is a FLUENCE or a SURFACE_BRIGHTNESS "
+            "image is unknown; pass --input-kind FLUENCE (counts or flux per pixel) or "
+            "--input-kind SURFACE_BRIGHTNESS (flat-fielded: per unit area)")
+    if exp.kind is target:
+        raise InputError(f"{path}: already a {target.value} image (PCKIND or --input-kind); "
+                         "converting it would write an unchanged copy")
     converted = exp.to_kind(target)
     converted.write(out)
     return out
@@ -220,6 +243,12 @@ def apply_calibration(path: str | os.PathLike, calib_path: str | os.PathLike,
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    InputError
+        If the image is already calibrated: its unit is a flux density (nJy, Jy, nanomaggy,
+        or per arcsec²), so applying a calibration again would scale it twice.
     """
     from ..calib import PhotoCalib
 
@@ -227,6 +256,11 @@ def apply_calibration(path: str | os.PathLike, calib_path: str | os.PathLike,
     out = Path(out) if out is not None else default_output(path, "calexp")
     calib = PhotoCalib.read(calib_path)
     exp, _ = read_image(path, hdu)
+    if is_calibrated_unit(exp.unit):
+        raise InputError(
+            f"{path}: already calibrated (BUNIT = {exp.unit.to_string()!r} is a flux density, "
+            "not instrumental counts); calibrate takes an uncalibrated image, e.g. "
+            "RUN/exposures/visit-*/det-*.fits of `photocalib run`")
     if exp.kind is not calib.kind:
         exp = exp.to_kind(calib.kind)
     calibrated = calib.calibrate_image(exp)
