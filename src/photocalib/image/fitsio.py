@@ -10,7 +10,6 @@ import math
 import os
 import re
 import warnings
-from pathlib import Path
 
 import astropy.units as u
 import numpy as np
@@ -58,7 +57,7 @@ def _metadata_from(header: fits.Header) -> fits.Header:
         key = card.keyword
         if key in _STRUCTURAL or _is_wcs_key(key) or key == "":
             continue
-        out.append(card)
+        out.append(card, end=True)  # at the end: O(1), not O(cards)
     return out
 
 
@@ -67,7 +66,7 @@ def _image_header(exp) -> fits.Header:
     for card in exp.metadata.cards:
         if card.keyword in _STRUCTURAL or _is_wcs_key(card.keyword):
             continue
-        header.append(card)
+        header.append(card, end=True)
     header["BUNIT"] = (exp.unit.to_string(), "astropy unit of the pixel values")
     header["PCKIND"] = (exp.kind.value, "FLUENCE or SURFACE_BRIGHTNESS")
     if exp.wcs is not None:
@@ -114,7 +113,9 @@ def _pick_image_hdu(hdul: fits.HDUList, path, hdu) -> tuple[int | str, fits.hdu.
             raise InputError(f"{path}: no HDU {hdu!r} (the file has {len(hdul)} HDUs)") from exc
         return hdu, chosen
     for i, h in enumerate(hdul):
-        if isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and h.data is not None:
+        # The header says whether an HDU holds an image; reading its data to find out would
+        # load every image of the file.
+        if isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and h.header.get("NAXIS", 0):
             name = h.name if h.name not in ("", "PRIMARY") else i
             if str(name).upper() in ("VARIANCE", "MASK") or _exttype(h) in ("VARIANCE", "MASK"):
                 continue
@@ -189,6 +190,7 @@ def _read(path, hdu):
         where = f"{path}[{name}]"
         if not isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
             raise InputError(f"{where}: is a {type(h).__name__}, not an image HDU")
+        _check_memory(h.header, where)
         try:
             image = h.data
         except Exception as exc:  # noqa: BLE001 - truncated data raises from astropy lazily
@@ -203,7 +205,7 @@ def _read(path, hdu):
         if h is not hdul[0] and hdul[0].data is None:
             for card in hdul[0].header.cards:
                 if card.keyword not in full and card.keyword not in _STRUCTURAL:
-                    full.append(card)
+                    full.append(card, end=True)
         raw_kind = full.get("PCKIND", ImageKind.SURFACE_BRIGHTNESS.value)
         try:
             kind = ImageKind.parse(raw_kind)
@@ -268,6 +270,32 @@ def _parse_unit(value, where: str) -> u.UnitBase:
         except ValueError:
             continue
     raise InputError(f"{where}: keyword BUNIT = {value!r} is not a unit astropy understands")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this process could still get (MemAvailable + free swap), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle if ":" in line}
+        return info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def _check_memory(header: fits.Header, where: str) -> None:
+    """InputError up front when the image, its variance and mask cannot fit in memory."""
+    try:
+        shape = [int(header.get(f"ZNAXIS{i}", header.get(f"NAXIS{i}", 0))) for i in (1, 2)]
+        bitpix = int(header.get("ZBITPIX", header.get("BITPIX", 8)))
+    except (TypeError, ValueError):
+        return
+    # The image as read, a variance plane and a uint32 mask of the same shape.
+    need = shape[0] * shape[1] * (max(4, abs(bitpix) // 8) * 2 + 4)
+    available = _available_memory()
+    if available is not None and need > available:
+        raise InputError(f"{where}: a {shape[0]}x{shape[1]} image needs about {need / 1e9:.1f} GB of "
+                         f"memory and {available / 1e9:.1f} GB is available; read a cutout (--hdu "
+                         "of a smaller image) or use a machine with more memory")
 
 
 def _exttype(h) -> str:

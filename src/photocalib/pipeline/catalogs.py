@@ -104,6 +104,11 @@ def read_reference(path: str | os.PathLike, band: str | None = None) -> pd.DataF
             break
     if not (np.isfinite(out["ra"]).all() and np.isfinite(out["dec"]).all()):
         raise InputError(f"{path}: reference catalog has non-finite ra/dec values")
+    usable = np.isfinite(out["flux"]) & (out["flux"] > 0)
+    if len(out) and not usable.any():
+        # Otherwise every match is dropped later and the fit reports no matched stars at all.
+        raise InputError(f"{path}: reference catalog column {flux_col!r} has no finite positive "
+                         "flux (all NaN, infinite, zero or negative); give fluxes in nJy")
     dup = out["ref_id"].duplicated(keep=False)
     if dup.any():
         ids = sorted(set(out.loc[dup, "ref_id"].tolist()))

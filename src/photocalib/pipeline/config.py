@@ -166,7 +166,14 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise InputError(f"{path}: configuration file is not UTF-8 text ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from exc
-    return _validate(data, str(path))
+    except RecursionError as exc:
+        raise InputError(f"{path}: tables or arrays nested too deeply to read; a photocalib "
+                         "configuration is two levels deep ([section] key = value)") from exc
+    try:
+        return _validate(data, str(path))
+    except RecursionError as exc:
+        raise InputError(f"{path}: tables or arrays nested too deeply; a photocalib "
+                         "configuration is two levels deep ([section] key = value)") from exc
 
 
 def _toml_value(value: Any) -> str:

@@ -96,10 +96,12 @@ def open_executor(config: DaskConfig, scheduler: str | None = None,
         if address:
             try:
                 client = Client(address, timeout=connect_timeout)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError, TypeError) as exc:
+                # ValueError/TypeError: a malformed address, e.g. 'tcp://host' without a port.
                 raise InputError(
-                    f"cannot reach the Dask scheduler at {address!r} ({exc}); start one with "
-                    "`dask scheduler` or leave out --scheduler to use a local cluster"
+                    f"cannot reach the Dask scheduler at {address!r} ({type(exc).__name__}: "
+                    f"{exc}); give it as tcp://HOST:PORT (started with `dask scheduler`), or "
+                    "leave out --scheduler to use a local cluster"
                 ) from exc
             with client:
                 log.info("using the Dask scheduler at %s", address)

@@ -389,10 +389,18 @@ def run_pipeline(inputs: RunInputs, out: str | os.PathLike, config: Config | Non
                           "choose a writable --out") from exc
     # One run owns the folder at a time: two runs would each clean up as stale what the other
     # just made, and write config.toml and run.json for different configurations.
-    with RunLock(out, wait=wait):
+    lock = RunLock(out, wait=wait)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write in the run folder ({exc.strerror or exc}); "
+                          "choose a writable --out") from exc
+    try:
         # Debris of writers killed on this host (a kill -9 mid-write) goes first.
         remove_stale_temporaries(out, recursive=True)
         return _run_locked(inputs, out, config, scheduler, force, in_process, report)
+    finally:
+        lock.release()
 
 
 def _run_locked(inputs: RunInputs, out: Path, config: Config, scheduler: str | None, force: bool,

@@ -162,7 +162,8 @@ def area_map(path: str | os.PathLike, out: str | os.PathLike | None = None,
     for message in errors:
         log.warning("skipped %s", message)
     hdus[0].header["ORIGIN"] = "photocalib area-map"
-    hdus[0].header["SRCFILE"] = path.name[:68]
+    # FITS headers are ASCII: a name such as M31_été.fits is kept with escapes.
+    hdus[0].header["SRCFILE"] = path.name.encode("ascii", "backslashreplace").decode("ascii")[:68]
     atomic_write_hdulist(fits.HDUList(hdus), out)
     return out
 
@@ -197,27 +198,35 @@ def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | No
         kind is unknown (no ``PCKIND`` and no ``input_kind``), or one already of ``kind``.
     """
     from ..image import ImageKind
+    from ..image.stream import convert_file
+    from ..instruments import identify
 
     path = Path(path)
     target = ImageKind.parse(kind)
     suffix = "fluence" if target is ImageKind.FLUENCE else "sb"
     out = Path(out) if out is not None else default_output(path, suffix)
-    exp, instrument = read_image(path, hdu)
-    if exp.wcs is None:
-        raise InputError(f"{path}: the image has no WCS, so its pixel area is unknown; "
-                         "add WCS keywords (CTYPEi, CRVALi, CRPIXi, CDi_j) to its header")
     with open_fits(path) as hdul:
+        instrument = identify(hdul, path).name
         # A survey file read by its instrument's reader has a known kind.
         has_kind = instrument != "generic" or any("PCKIND" in h.header for h in hdul)
-    if input_kind is not None:
-        exp = exp.replace(kind=ImageKind.parse(input_kind))
-    elif not has_kind:
+    if input_kind is None and not has_kind:
         # A foreign file says nothing about its kind: a guess that matches the target would
         # write the input back unchanged, and a wrong one would convert it twice.
         raise InputError(
             f"{path}: no PCKIND keyword, so whether it is a FLUENCE or a SURFACE_BRIGHTNESS "
             "image is unknown; pass --input-kind FLUENCE (counts or flux per pixel) or "
             "--input-kind SURFACE_BRIGHTNESS (flat-fielded: per unit area)")
+    given = None if input_kind is None else ImageKind.parse(input_kind)
+    # A large plain image goes block by block: holding it, its area map and the result at
+    # once would need several times its size. Survey files go through their instrument.
+    if instrument == "generic" and convert_file(path, out, target, given, hdu=hdu):
+        return out
+    exp, _ = read_image(path, hdu)
+    if exp.wcs is None:
+        raise InputError(f"{path}: the image has no WCS, so its pixel area is unknown; "
+                         "add WCS keywords (CTYPEi, CRVALi, CRPIXi, CDi_j) to its header")
+    if given is not None:
+        exp = exp.replace(kind=given)
     if exp.kind is target:
         raise InputError(f"{path}: already a {target.value} image (PCKIND or --input-kind); "
                          "converting it would write an unchanged copy")
