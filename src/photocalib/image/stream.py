@@ -31,7 +31,7 @@ from .fitsio import (
 )
 from .kind import ImageKind
 
-__all__ = ["STREAM_BYTES", "convert_file"]
+__all__ = ["STREAM_BYTES", "check_image_header", "convert_file"]
 
 #: Images with more pixel bytes than this are converted by :func:`convert_file` block by block.
 STREAM_BYTES = 256 << 20
@@ -48,6 +48,23 @@ class _Described:
     kind: ImageKind
     wcs: Any
     bbox: Box
+
+
+def check_image_header(path: str | os.PathLike, hdu: int | str | None = None) -> None:
+    """Raise what reading the image would raise about its headers, without reading pixels.
+
+    Raises
+    ------
+    InputError
+        No image HDU (or no ``hdu``), no celestial WCS, or a damaged WCS (keyword named).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_fits(path) as hdul:
+            name, h = _pick_image_hdu(hdul, path, hdu)
+            if _wcs_from(h.header, hdul, f"{path}[{name}]") is None:
+                raise InputError(f"{path}: the image has no WCS, so its pixel area is unknown; "
+                                 "add WCS keywords (CTYPEi, CRVALi, CRPIXi, CDi_j) to its header")
 
 
 def convert_file(path: str | os.PathLike, out: str | os.PathLike, kind: ImageKind,

@@ -198,7 +198,7 @@ def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | No
         kind is unknown (no ``PCKIND`` and no ``input_kind``), or one already of ``kind``.
     """
     from ..image import ImageKind
-    from ..image.stream import convert_file
+    from ..image.stream import check_image_header, convert_file
     from ..instruments import identify
 
     path = Path(path)
@@ -210,6 +210,8 @@ def convert_kind(path: str | os.PathLike, kind: str, out: str | os.PathLike | No
         # A survey file read by its instrument's reader has a known kind.
         has_kind = instrument != "generic" or any("PCKIND" in h.header for h in hdul)
     if input_kind is None and not has_kind:
+        # What is wrong with the file itself is the first thing to say.
+        check_image_header(path, hdu)
         # A foreign file says nothing about its kind: a guess that matches the target would
         # write the input back unchanged, and a wrong one would convert it twice.
         raise InputError(
