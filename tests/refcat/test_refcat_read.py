@@ -249,3 +249,26 @@ def test_a_list_of_chunk_files_reads_into_one_table(tmp_path):
     np.testing.assert_array_equal(both["id"], whole["id"])
     np.testing.assert_array_equal(both["ra"], whole["ra"])
     assert both.meta["system"] == "gaia-dr2" and len(both.meta["path"]) == 2
+
+
+def test_legacypipe_ps1_healpix_files_with_array_columns(tmp_path):
+    med = np.array([[17.0, 16.5, 16.3, 16.2, 16.1], [19.0, 18.1, 17.7, 17.5, 17.4]], dtype=np.float32)
+    t = Table({"obj_id": [11, 12], "ra": [30.0, 30.01], "dec": [-2.0, -2.0], "median": med,
+               "median_err": np.full((2, 5), 0.01, dtype=np.float32), "nmag_ok": np.ones((2, 5), np.int16)})
+    t.write(tmp_path / "ps1-01234.fits")
+    ref = read_reference(tmp_path / "ps1-01234.fits")
+    assert ref.meta["system"] == "ps1-legacypipe"
+    np.testing.assert_array_equal(ref["id"], [11, 12])
+    for k, b in enumerate("grizy"):
+        np.testing.assert_allclose(ref[f"{b}_flux"], _ab_njy(med[:, k].astype(float)), rtol=1e-12)
+
+
+def test_gaia_fluxes_without_magnitudes_use_the_vega_zero_points(tmp_path):
+    raw = Table.read(CHUNK)[:20]
+    zp = GAIA_ZERO_POINTS["gaia-dr2"]
+    flux_es = 10 ** (-0.4 * (np.asarray(raw["phot_g_mean_mag"], float) - zp["vega"]["G"]))   # e-/s
+    t = Table({"source_id": raw["source_id"], "ra": raw["ra"], "dec": raw["dec"], "ref_epoch": raw["ref_epoch"],
+               "phot_g_mean_flux": flux_es, "phot_g_mean_flux_over_error": raw["phot_g_mean_flux_over_error"]})
+    t.write(tmp_path / "g_only.fits")
+    ref = read_reference(tmp_path / "g_only.fits")
+    np.testing.assert_allclose(ref["G_flux"], read_reference(CHUNK)["G_flux"][:20], rtol=1e-6)

@@ -130,6 +130,12 @@ SYSTEMS: dict[str, System] = {
         bandpasses={b: f"panstarrs-{b}" for b in ("g", "r", "i", "z")},
         description="ATLAS-RefCat2 (Tonry et al. 2018: AB magnitudes on the PS1 system, positions at 2015.5)",
     ),
+    "ps1-legacypipe": System(
+        name="ps1-legacypipe", id=("obj_id", "objid"), ra=("ra",), dec=("dec",),
+        mags={b: (f"median_{k}", f"median_err_{k}") for k, b in enumerate(_PS1_BANDS)},
+        bandpasses={b: f"panstarrs-{b}" for b in _PS1_BANDS},
+        description="legacypipe's healpixed PS1 files (median/median_err arrays in g r i z y, AB)",
+    ),
     "skymapper": System(
         name="skymapper", id=("object_id",), ra=("raj2000", "ra"), dec=("dej2000", "dec"),
         mags={b: (f"{b}_psf", f"e_{b}_psf") for b in ("u", "v", "g", "r", "i", "z")},
@@ -176,6 +182,8 @@ def _identify(columns, path) -> str:
         return "gaia"          # the release is decided from ref_epoch
     if "gmeanpsfmag" in cols:
         return "ps1-dr2"
+    if ("median" in cols and "median_err" in cols) or ("median_0" in cols and "median_err_0" in cols):
+        return "ps1-legacypipe"
     if "g_psf" in cols and ("raj2000" in cols or "object_id" in cols):
         return "skymapper"
     if {"g", "dg", "r", "dr"} <= set(cols) and ("pmra" in cols or "ra" in cols):
@@ -424,7 +432,7 @@ def read_reference(
                          "or bands={...} for any other table")
 
     spec = SYSTEMS.get(system) if system not in (None, "gaia", "gaia-xp") else None
-    if system in ("gaia", "gaia-xp") and "phot_g_mean_mag" in cols:
+    if system in ("gaia", "gaia-xp") and ("phot_g_mean_mag" in cols or "phot_g_mean_flux" in cols):
         spec = SYSTEMS["gaia-dr3"]  # the release is refined from ref_epoch below
     ra_col = ra or (_find(cols, spec.ra) if spec else _find(cols, ("ra", "raj2000", "ra_icrs", "ramean", "alpha")))
     dec_col = dec or (_find(cols, spec.dec) if spec else _find(cols, ("dec", "dej2000", "de_icrs", "decmean", "delta")))
@@ -439,6 +447,7 @@ def read_reference(
         raise InputError(f"{path}: not a readable table ({type(exc).__name__}: {exc})") from exc
 
     n = len(df)
+    cols = _lower_map(df.columns)   # array columns of FITS tables are split into <name>_<k>
     ra_v = _numeric(df, ra_col, path)
     dec_v = _numeric(df, dec_col, path)
     id_col = id or _find(cols, (spec.id if spec else ()) + ("id", "source_id", "objid", "object_id", "star", "ref_id"))
@@ -472,11 +481,17 @@ def read_reference(
                 raise InputError(f"{path}: band {b!r} is not in {spec.name} (bands: {list(spec.mags)})")
             mcol, ecol = spec.mags[b]
             mcol = _find(cols, (mcol,))
-            if mcol is None:
+            gaia_flux = _find(cols, (f"phot_{b.lower()}_mean_flux",)) if spec.name.startswith("gaia") else None
+            if mcol is None and gaia_flux is None:
                 if bands is not None:
                     raise InputError(f"{path}: {spec.name} band {b!r} needs column {spec.mags[b][0]!r}, absent")
                 continue
-            mag = _numeric(df, mcol, path)
+            if mcol is not None:
+                mag = _numeric(df, mcol, path)
+            else:
+                # Gaia's mean fluxes (e-/s) and its Vega zero points give its magnitudes.
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    mag = GAIA_ZERO_POINTS[spec.name]["vega"][b] - 2.5 * np.log10(_numeric(df, gaia_flux, path))
             good = _usable_mag(mag)
             mag = np.where(good, mag, np.nan)
             offset = spec.vega_to_ab.get(b, 0.0)
