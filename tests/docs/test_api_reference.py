@@ -81,8 +81,8 @@ def test_every_layer_has_a_page_in_the_index():
     toctree = set(re.findall(r"^   (\w+)$", index, flags=re.M))
     missing = [m for m in all_modules() if not page_of(m).is_file() or page_of(m).stem not in toctree]
     assert not missing, (
-        f"layers without an API page: {missing}; add docs/api/<layer>.rst (copy one beside it) "
-        f"and list it in docs/api/index.rst")
+        f"layers without an API page: {missing}; add the layer to LAYERS in docs/api_pages.py, "
+        f"run `python docs/api_pages.py` and list the page in docs/api/index.rst")
 
 
 @pytest.mark.parametrize("module_name", all_modules())
@@ -105,8 +105,8 @@ def test_every_public_name_has_a_reference_entry(module_name):
         missing.append(name)
     assert not missing, (
         f"public names of {module_name} missing from {page.relative_to(API.parents[1])}: "
-        f"{missing}; list each in an autosummary table there (or, for a name defined in another "
-        f"layer, link it with :class:/:func: to the page that lists it)")
+        f"{missing}; run `python docs/api_pages.py` to list them (it rewrites the API pages from "
+        f"the layers' public names) and commit the result")
 
 
 def test_reference_lists_nothing_that_is_not_there():
