@@ -190,6 +190,7 @@ def run_isr(
     pixel_size_correction: BoundedField | None = None,
     metadata: fits.Header | dict | None = None,
     dtype=np.float32,
+    variance: np.ndarray | None = None,
 ):
     """Turn a raw frame (ADU) into a flat-fielded SURFACE_BRIGHTNESS exposure in count/arcsec².
 
@@ -228,6 +229,10 @@ def run_isr(
         Copied into the exposure.
     dtype : numpy dtype
         dtype of the image and variance planes.
+    variance : numpy.ndarray, optional
+        The variance (e⁻²) of ``raw`` when it is already in electrons (a multi-amplifier raw
+        assembled by :func:`~photocalib.isr.amplifiers.assemble_amplifiers`, with ``gain=1``
+        and ``bias=0``); replaces ``max(e, 0) + read_noise²``.
 
     Returns
     -------
@@ -280,8 +285,13 @@ def run_isr(
             mask |= bpm.astype(np.uint32)
     electrons = np.subtract(raw, bias, dtype=dtype)
     electrons *= electrons.dtype.type(gain)
-    variance = np.maximum(electrons, 0)
-    variance += read_noise**2
+    if variance is not None:
+        if np.shape(variance) != raw.shape:
+            raise InputError(f"run_isr: variance shape {np.shape(variance)} differs from raw {raw.shape}")
+        variance = np.array(variance, dtype=dtype)
+    else:
+        variance = np.maximum(electrons, 0)
+        variance += read_noise**2
     if flat is None:
         if wcs is not None:
             raise InputError(
@@ -331,7 +341,9 @@ def isr_from_hdu(hdu, flat: DomeFlat | np.ndarray, *, wcs=None, **kwargs):
     """Run :func:`run_isr` on one raw detector HDU of a multi-extension FITS file.
 
     Reads ``GAIN`` (e⁻/ADU), ``RDNOISE`` (e⁻), ``BIAS`` (ADU; or an overscan through ``BIASSEC``
-    and ``DATASEC``), ``SATURATE`` (ADU) and the WCS from the header; ``VISIT``, ``DETECTOR`` and
+    and ``DATASEC``), ``SATURATE`` (ADU) and the WCS from the header, or, for a raw read
+    through several amplifiers (``DATASECA``, ``GAINA``, ...), each amplifier's own overscan,
+    gain, read noise and saturation (:mod:`photocalib.isr.amplifiers`); ``VISIT``, ``DETECTOR`` and
     the other :data:`RAW_KEYWORDS` go into the metadata. Keyword arguments override.
 
     Parameters
@@ -354,6 +366,25 @@ def isr_from_hdu(hdu, flat: DomeFlat | np.ndarray, *, wcs=None, **kwargs):
     if hdu.data is None:
         raise InputError(f"{where}: has no image data")
     raw = np.asarray(hdu.data)
+    from .amplifiers import amplifiers_in, assemble_amplifiers
+
+    if amplifiers_in(header) and "bias" not in kwargs:
+        # One overscan, gain, read noise and saturation per amplifier; the header's WCS is that
+        # of the trimmed, assembled CCD.
+        electrons, variance, sat = assemble_amplifiers(raw, header, where=where)
+        bpm = kwargs.pop("bad_pixel_mask", None)
+        if bpm is not None:
+            bpm = np.asarray(bpm)
+            sat = sat | (np.where(bpm, np.uint32(MaskPlane.BAD), np.uint32(0)) if bpm.dtype == bool
+                         else bpm.astype(np.uint32))
+        if wcs is None:
+            try:
+                wcs = SkyWcs.from_header(header)
+            except InputError as exc:
+                raise InputError(f"{where}: cannot read its WCS ({exc})") from exc
+        kwargs.update(gain=1.0, read_noise=0.0, bias=0.0, saturation=np.inf, variance=variance,
+                      bad_pixel_mask=sat)
+        return run_isr(electrons, flat=flat, wcs=wcs, header=header, **kwargs)
     if "BIASSEC" in header and "DATASEC" in header and "bias" not in kwargs:
         raw = overscan_correct(raw, header)
         kwargs.setdefault("bias", 0.0)
