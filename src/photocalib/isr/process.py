@@ -377,9 +377,12 @@ def isr_from_hdu(hdu, flat: DomeFlat | np.ndarray, *, wcs=None, **kwargs):
             bpm = np.asarray(bpm)
             sat = sat | (np.where(bpm, np.uint32(MaskPlane.BAD), np.uint32(0)) if bpm.dtype == bool
                          else bpm.astype(np.uint32))
-        if wcs is None:
+        if wcs is None or (wcs.shape is not None and wcs.shape != electrons.shape):
+            # The raw's NAXIS is the untrimmed frame: give the WCS the assembled CCD's size.
+            trimmed = header.copy()
+            trimmed["NAXIS1"], trimmed["NAXIS2"] = electrons.shape[1], electrons.shape[0]
             try:
-                wcs = SkyWcs.from_header(header)
+                wcs = SkyWcs.from_header(trimmed)
             except InputError as exc:
                 raise InputError(f"{where}: cannot read its WCS ({exc})") from exc
         kwargs.update(gain=1.0, read_noise=0.0, bias=0.0, saturation=np.inf, variance=variance,

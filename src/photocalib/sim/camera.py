@@ -19,7 +19,7 @@ from scipy import optimize
 from ..errors import InputError
 from . import spectra
 
-__all__ = ["CameraConfig", "Detector", "Camera", "PRESETS"]
+__all__ = ["CameraConfig", "Detector", "Camera", "PRESETS", "PRESET_AMPLIFIERS"]
 
 _ARCSEC_PER_RAD = 180.0 * 3600.0 / math.pi
 
@@ -73,6 +73,14 @@ class CameraConfig:
         Effective collecting area of the telescope.
     seed : int
         Seed of every per-detector random draw.
+    n_amplifiers : int
+        Amplifiers per detector. With more than one, raws are written as the real camera's are:
+        each amplifier's data section followed by ``overscan_px`` overscan columns, with its own
+        gain, read noise, bias (drifting along the rows) and saturation in the DECam keywords
+        ``DATASEC<L>``, ``BIASSEC<L>``, ``CCDSEC<L>``, ``GAIN<L>``, ``RDNOISE<L>``,
+        ``SATURAT<L>`` (``L`` = A, B, ...; :data:`PRESET_AMPLIFIERS` gives the real counts).
+    overscan_px : int
+        Overscan columns per amplifier.
     """
 
     name: str
@@ -105,6 +113,8 @@ class CameraConfig:
     qe_chromatic_sigma: float = 0.0
     collecting_area_cm2: float = 5.3e5
     seed: int = 1
+    n_amplifiers: int = 1
+    overscan_px: int = 16
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dictionary (tuples become lists)."""
@@ -119,6 +129,9 @@ class CameraConfig:
         d["detector_shape"] = tuple(int(v) for v in d["detector_shape"])
         return cls(**d)
 
+
+#: Amplifiers per detector of the real cameras (``Camera.preset(..., amplifiers=True)``).
+PRESET_AMPLIFIERS = {"hsc-like": 4, "megacam-like": 2, "decam-like": 2}
 
 #: Presets: published distortion (pixel-area change at the field edge) and typical detectors.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -288,6 +301,7 @@ class Camera:
         tree_rings: bool = False,
         pixel_scale_arcsec: float | None = None,
         seed: int = 1,
+        amplifiers: bool = False,
         **overrides: Any,
     ) -> Camera:
         """A camera from a preset, optionally with fewer or smaller detectors.
@@ -309,6 +323,9 @@ class Camera:
             On-axis pixel scale (default: the real camera's).
         seed : int
             Seed of the per-detector draws (gain, QE, ...).
+        amplifiers : bool
+            Write raws read through the real camera's amplifiers (:data:`PRESET_AMPLIFIERS`:
+            DECam 2, HSC 4), each with its own overscan, gain, read noise and saturation.
         **overrides
             Any other :class:`CameraConfig` field.
 
@@ -330,6 +347,8 @@ class Camera:
         bad = set(overrides) - names
         if bad:
             raise InputError(f"camera option(s) {sorted(bad)}: unknown; valid names are {sorted(names)}")
+        if amplifiers:
+            kw["n_amplifiers"] = PRESET_AMPLIFIERS[name]
         kw.update(overrides)
         return cls(CameraConfig(name=name, tree_rings=tree_rings, seed=seed, **kw))
 

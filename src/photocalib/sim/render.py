@@ -13,6 +13,7 @@ import galsim
 import numpy as np
 from astropy.io import fits
 
+from ..errors import InputError
 from . import spectra
 from .camera import Camera
 from .survey import Survey
@@ -174,11 +175,16 @@ def render_detector(camera: Camera, survey: Survey, visit: int, detector: int,
     response = camera.qe(detector) * camera.illumination_sky(detector, xx, yy)
     electrons = response * (stars_img.array + sky)
 
-    adu = galsim.ImageF(electrons / d.gain)
-    adu.addNoise(galsim.CCDNoise(galsim.BaseDeviate(noise_seed(seed, visit, detector, 1)),
-                                 gain=d.gain, read_noise=d.read_noise))
-    raw = adu.array + np.float32(d.bias)
-    np.minimum(raw, np.float32(d.saturation), out=raw)
+    if camera.config.n_amplifiers > 1:
+        raw, cards = amplifier_raw(camera, d, electrons, noise_seed(seed, visit, detector, 1))
+        for key, value in cards.items():
+            header[key] = value
+    else:
+        adu = galsim.ImageF(electrons / d.gain)
+        adu.addNoise(galsim.CCDNoise(galsim.BaseDeviate(noise_seed(seed, visit, detector, 1)),
+                                     gain=d.gain, read_noise=d.read_noise))
+        raw = adu.array + np.float32(d.bias)
+        np.minimum(raw, np.float32(d.saturation), out=raw)
 
     inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
     ix = np.clip(np.rint(x).astype(int), 0, nx - 1)
@@ -224,6 +230,63 @@ def render_detector(camera: Camera, survey: Survey, visit: int, detector: int,
     keep = inside
     return RenderedDetector(visit=v.visit, detector=d.id, image=raw.astype(np.float32), header=header,
                             stars={k: np.asarray(val)[keep] for k, val in truth.items()})
+
+
+def amplifier_parameters(camera: Camera, d) -> list[dict[str, float]]:
+    """Gain (e⁻/ADU), read noise (e⁻), bias (ADU) and saturation (ADU) of each amplifier of a
+    detector: spread deterministically about the detector's own values (±6 % in gain, +25 ADU
+    of bias and +5 % of read noise per amplifier), so amplifiers visibly differ."""
+    n = camera.config.n_amplifiers
+    out = []
+    for k in range(n):
+        gain = d.gain * (1.0 + 0.04 * (k - (n - 1) / 2))
+        bias = d.bias + 25.0 * k
+        out.append({"gain": gain, "read_noise": d.read_noise * (1.0 + 0.05 * k), "bias": bias,
+                    "saturation": float(min(bias + camera.config.full_well_e / gain, 65535.0))})
+    return out
+
+
+def amplifier_raw(camera: Camera, d, electrons: np.ndarray, seed: int):
+    """A multi-amplifier raw frame of ``electrons`` and its per-amplifier header cards.
+
+    Poisson noise on the electrons, then per amplifier: its columns (the last of two amplifiers
+    reads right to left, as DECam's B does), ``/ gain + bias`` with a bias that drifts by 0.02
+    ADU per row (common to data and overscan, as an overscan corrects it), Gaussian read noise,
+    clipping at its saturation, and ``overscan_px`` overscan columns after its data section.
+    """
+    n = camera.config.n_amplifiers
+    over = camera.config.overscan_px
+    ny, nx = electrons.shape
+    if nx % n:
+        raise InputError(f"detector width {nx} is not a multiple of the {n} amplifiers")
+    w = nx // n
+    rng = np.random.default_rng(seed)
+    noisy = rng.poisson(np.maximum(electrons, 0.0)).astype(np.float64)
+    drift = 0.02 * np.arange(ny, dtype=np.float64)[:, None]
+    raw = np.empty((ny, n * (w + over)), dtype=np.float32)
+    cards: dict[str, object] = {}
+    for k, amp in enumerate(amplifier_parameters(camera, d)):
+        L = "ABCDEFGH"[k]
+        flip = n == 2 and k == 1
+        data = noisy[:, k * w:(k + 1) * w]
+        if flip:
+            data = data[:, ::-1]
+        sigma = amp["read_noise"] / amp["gain"]
+        x0 = k * (w + over)
+        adu = data / amp["gain"] + amp["bias"] + drift + rng.normal(0.0, sigma, data.shape)
+        bias_cols = amp["bias"] + drift + rng.normal(0.0, sigma, (ny, over))
+        raw[:, x0:x0 + w] = np.minimum(adu, amp["saturation"])
+        raw[:, x0 + w:x0 + w + over] = bias_cols
+        ccd = f"[{(k + 1) * w}:{k * w + 1},1:{ny}]" if flip else f"[{k * w + 1}:{(k + 1) * w},1:{ny}]"
+        cards.update({
+            f"DATASEC{L}": f"[{x0 + 1}:{x0 + w},1:{ny}]",
+            f"BIASSEC{L}": f"[{x0 + w + 1}:{x0 + w + over},1:{ny}]",
+            f"CCDSEC{L}": ccd,
+            f"GAIN{L}": (round(amp["gain"], 6), f"[e-/ADU] gain of amplifier {L}"),
+            f"RDNOISE{L}": (round(amp["read_noise"], 6), f"[e-] read noise of amplifier {L}"),
+            f"SATURAT{L}": (round(amp["saturation"], 3), f"[ADU] saturation of amplifier {L}"),
+        })
+    return raw, cards
 
 
 def _halo_electrons(camera: Camera, survey: Survey, visit: int, detector: int, xx, yy, xi, eta,
