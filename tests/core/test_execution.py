@@ -86,3 +86,24 @@ def test_map_scattered_places_lost_data_again(client):
     client.cancel(lost)
     assert ex.map_scattered(_total, data, per, 1) == expected
     assert data.handles[1] is not lost
+
+
+_CALLS: list[int] = []
+
+
+def _refuse(item):
+    from photocalib.errors import InputError
+
+    _CALLS.append(item)
+    raise InputError(f"bad file {item}")
+
+
+def test_dask_task_photocalib_error_is_not_retried(client):
+    """A deliberate error fails the same way every time: it comes back once, as itself."""
+    from photocalib.errors import InputError
+
+    _CALLS.clear()
+    ex = DaskExecutor(client, retries=3)
+    with pytest.raises(InputError, match="^bad file 7$"):
+        ex.map(_refuse, [7])
+    assert _CALLS == [7]  # the threads cluster shares this process: one call, no retries

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -62,6 +64,19 @@ class Executor:
 
 
 @contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT in this block (only possible, and only done, in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def open_executor(config: DaskConfig, scheduler: str | None = None,
                   in_process: bool = False, connect_timeout: str = "20s") -> Iterator[Executor]:
     """An :class:`Executor` on a LocalCluster, an existing scheduler, or in process.
@@ -107,10 +122,15 @@ def open_executor(config: DaskConfig, scheduler: str | None = None,
                 log.info("using the Dask scheduler at %s", address)
                 yield Executor(client, config.retries, config.progress)
             return
-        cluster = LocalCluster(n_workers=config.n_workers,
-                               threads_per_worker=config.threads_per_worker,
-                               memory_limit=config.memory_limit, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        # Worker processes started while SIGINT is ignored keep ignoring it (Python installs
+        # its KeyboardInterrupt handler only where SIGINT is not ignored): Ctrl-C then reaches
+        # this process alone, which stops the cluster, instead of every worker printing its
+        # traceback.
+        with _sigint_ignored():
+            cluster = LocalCluster(n_workers=config.n_workers,
+                                   threads_per_worker=config.threads_per_worker,
+                                   memory_limit=config.memory_limit, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
         try:
             with Client(cluster) as client:
                 log.info("started a local Dask cluster with %d workers", config.n_workers)
