@@ -260,7 +260,7 @@ def test_calibrate_catalog_from_pandas():
 
 
 def test_constant_calibration_takes_its_box_from_the_wcs_image_size(sip_wcs):
-    """DESIGN.md's ``calib.to_kind(SURFACE_BRIGHTNESS, wcs)`` with a scalar calibration: the
+    """docs/design.md's ``calib.to_kind(SURFACE_BRIGHTNESS, wcs)`` with a scalar calibration: the
     detector box comes from the image the WCS describes (NAXIS1/2 = 300 x 200)."""
     import numpy as np
 

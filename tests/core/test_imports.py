@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md, checked on the source: every import statement of every module
+"""The layering of docs/design.md, checked on the source: every import statement of every module
 in src/photocalib (at module level or inside a function) goes down the layers or stays in its
 own subpackage; no cycle between subpackages; GalSim only in ``sim``; no import by name."""
 
@@ -12,7 +12,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "photocalib"
 
-#: Rank of each subpackage (DESIGN.md, "Layers"); top-level modules (errors, geom, _io,
+#: Rank of each subpackage (docs/design.md, "Layers"); top-level modules (errors, geom, _io,
 #: execution, ...) are rank 0. Processing layers share a rank and never import each other.
 LAYERS = {
     "fields": 1, "astrometry": 2, "image": 3, "calib": 4,
@@ -76,7 +76,7 @@ def _edges():
 def test_every_subpackage_has_a_layer():
     subpackages = {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
     missing = subpackages - set(LAYERS)
-    assert not missing, f"add {sorted(missing)} to LAYERS with its rank from DESIGN.md"
+    assert not missing, f"add {sorted(missing)} to LAYERS with its rank from docs/design.md"
 
 
 def test_no_upward_or_sideways_import():

@@ -120,7 +120,7 @@ def test_read_foreign_file_with_sip_wcs(tmp_path):
     fits.PrimaryHDU(np.ones(SHAPE, np.int16), header=h).writeto(path)
     exp = pc.Exposure.read(path)
     assert exp.wcs == WCS
-    assert exp.kind is pc.ImageKind.SURFACE_BRIGHTNESS  # flat-fielded images are SB (DESIGN.md)
+    assert exp.kind is pc.ImageKind.SURFACE_BRIGHTNESS  # flat-fielded images are SB (docs/design.md)
     assert exp.image.dtype == np.float64
     assert "A_ORDER" not in exp.metadata and "NAXIS1" not in exp.metadata
 

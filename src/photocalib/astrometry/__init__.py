@@ -4,6 +4,13 @@ Layer 2 of photocalib: imports fields, never anything above.
 """
 
 from .skywcs import SkyWcs
-from .tangent import sky_to_tangent, tangent_to_sky
+from .tangent import mean_pointing, sky_to_tangent, tangent_to_sky, unit_vectors, vectors_to_sky
 
-__all__ = ["SkyWcs", "sky_to_tangent", "tangent_to_sky"]
+__all__ = [
+    "SkyWcs",
+    "mean_pointing",
+    "sky_to_tangent",
+    "tangent_to_sky",
+    "unit_vectors",
+    "vectors_to_sky",
+]

@@ -14,6 +14,7 @@ __all__ = [
     "unit_vectors",
     "vectors_to_sky",
     "local_basis",
+    "mean_pointing",
 ]
 
 #: Arcseconds per radian.
@@ -36,6 +37,25 @@ def vectors_to_sky(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ra = np.rad2deg(np.arctan2(v[..., 1], v[..., 0])) % 360.0
     dec = np.rad2deg(np.arctan2(v[..., 2], rho))
     return ra, dec
+
+
+def mean_pointing(ra_deg, dec_deg) -> tuple[float, float]:
+    """The mean direction of sky positions (degrees): their unit vectors' mean, renormalised.
+
+    The centre of a visit's detectors, of a survey's footprint, of a coadd grid; it has no
+    trouble at RA = 0/360 or at the poles.
+
+    Examples
+    --------
+    >>> [round(c, 9) for c in mean_pointing([10.0, 20.0], [0.0, 0.0])]
+    [15.0, 0.0]
+    >>> ra, dec = mean_pointing([359.0, 1.0], [10.0, 10.0])  # across RA = 0
+    >>> abs((ra + 180.0) % 360.0 - 180.0) < 1e-9, round(dec, 6)
+    (True, 10.001493)
+    """
+    v = unit_vectors(np.ravel(ra_deg), np.ravel(dec_deg)).mean(axis=0)
+    ra, dec = vectors_to_sky(v)
+    return float(ra), float(dec)
 
 
 def local_basis(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

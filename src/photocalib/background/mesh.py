@@ -1,6 +1,6 @@
 """Sky background on surface-brightness images: clipped mesh statistics and smooth fields.
 
-Rule 3 of DESIGN.md: a uniform sky is flat only in surface brightness, so the model is always
+Rule 3 of docs/design.md: a uniform sky is flat only in surface brightness, so the model is always
 fitted to image / M (M = pixel area, or the exposure's background_mapping) and subtracted exactly
 from either kind of image.
 """

@@ -9,19 +9,19 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..astrometry import unit_vectors as sky_unit_vectors
 from ..errors import InputError
 
 __all__ = ["match_sky", "unit_vectors"]
 
 
 def unit_vectors(ra_deg, dec_deg) -> np.ndarray:
-    """Unit vectors (n, 3) of sky positions in degrees."""
-    ra = np.radians(np.asarray(ra_deg, dtype=np.float64).ravel())
-    dec = np.radians(np.asarray(dec_deg, dtype=np.float64).ravel())
+    """Unit vectors (n, 3) of sky positions in degrees (flattened)."""
+    ra = np.asarray(ra_deg, dtype=np.float64).ravel()
+    dec = np.asarray(dec_deg, dtype=np.float64).ravel()
     if ra.shape != dec.shape:
         raise InputError(f"ra and dec must have one length, got {ra.size} and {dec.size}")
-    cd = np.cos(dec)
-    return np.column_stack([cd * np.cos(ra), cd * np.sin(ra), np.sin(dec)])
+    return sky_unit_vectors(ra, dec)
 
 
 def match_sky(ra, dec, ref_ra, ref_dec, radius_arcsec: float, unique: bool = True) -> tuple[np.ndarray, np.ndarray]:

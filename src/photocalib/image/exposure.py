@@ -241,7 +241,7 @@ class Exposure:
         Other header keywords (copied).
     background_mapping : BoundedField, optional
         The mapping M = A · F_sky / F_fid from this image's fluence to sky-SED surface
-        brightness (DESIGN.md); ``None`` means M = A.
+        brightness (docs/design.md); ``None`` means M = A.
 
     Raises
     ------
@@ -371,7 +371,7 @@ class Exposure:
 
     @property
     def background_mapping(self) -> BoundedField | None:
-        """M = A · F_sky / F_fid (DESIGN.md), or ``None`` meaning M = A."""
+        """M = A · F_sky / F_fid (docs/design.md), or ``None`` meaning M = A."""
         return self._background_mapping
 
     @property

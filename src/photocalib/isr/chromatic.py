@@ -222,7 +222,7 @@ class ChromaticFlat:
 
     The flat at a wavelength between two monochromatic flats is their linear interpolation;
     beyond the scanned range it is the nearest monochromatic flat. Flattening to an SED
-    :math:`f_\lambda` follows DESIGN.md's photon-counting formula
+    :math:`f_\lambda` follows docs/design.md's photon-counting formula
 
     .. math::
         F_{\rm SED}(x, y) = \frac{\int \mathrm{flat}(x, y, \lambda)\, T(\lambda)\,
@@ -488,7 +488,7 @@ class ChromaticFlat:
         wave_unit: str = "nm",
         dtype=np.float64,
     ) -> np.ndarray:
-        """The flat for one SED, by DESIGN.md's photon-weighted formula.
+        """The flat for one SED, by docs/design.md's photon-weighted formula.
 
         Parameters
         ----------
@@ -691,7 +691,7 @@ def background_mapping(
 
     The photometric image (fluence, flattened to the fiducial SED) divided by M is the
     background image (surface brightness, flattened to the sky's SED):
-    ``sb_sky = fluence_fid / M`` (DESIGN.md). Attach it with
+    ``sb_sky = fluence_fid / M`` (docs/design.md). Attach it with
     ``exposure.replace(background_mapping=M)``.
 
     Parameters

@@ -1,7 +1,7 @@
 """Instrument signature removal: raw counts to a flat-fielded SURFACE_BRIGHTNESS exposure.
 
 Bias/overscan, gain, saturation and bad-pixel masks, a Poisson + read-noise variance plane, and
-dome flat-fielding that yields count/arcsec² exactly as DESIGN.md defines it.
+dome flat-fielding that yields count/arcsec² exactly as docs/design.md defines it.
 
 Flat-fielding, precisely
 ------------------------

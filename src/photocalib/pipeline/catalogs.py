@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import atomic_write
+from ..astrometry import unit_vectors
 from ..errors import InputError
 
 __all__ = [
@@ -188,11 +189,6 @@ def tangent_xy(ra, dec, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray
     return sky_to_tangent(np.asarray(ra, float), np.asarray(dec, float), ra0, dec0)
 
 
-def _unit(ra, dec) -> np.ndarray:
-    r, d = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)], axis=-1)
-
-
 def _chord(radius_arcsec: float) -> float:
     return 2.0 * np.sin(np.radians(radius_arcsec / 3600.0) / 2.0)
 
@@ -212,8 +208,8 @@ def match_nearest(ra, dec, ref_ra, ref_dec, radius_arcsec: float) -> tuple[np.nd
     ra = np.atleast_1d(np.asarray(ra, float))
     if ra.size == 0 or np.size(ref_ra) == 0:
         return np.full(ra.size, -1, np.int64), np.full(ra.size, np.inf)
-    tree = cKDTree(_unit(ref_ra, ref_dec))
-    dist, idx = tree.query(_unit(ra, dec), k=1, distance_upper_bound=_chord(radius_arcsec))
+    tree = cKDTree(unit_vectors(ref_ra, ref_dec))
+    dist, idx = tree.query(unit_vectors(ra, dec), k=1, distance_upper_bound=_chord(radius_arcsec))
     ok = np.isfinite(dist)
     sep = np.full(ra.size, np.inf)
     sep[ok] = np.degrees(2.0 * np.arcsin(dist[ok] / 2.0)) * 3600.0
@@ -244,7 +240,7 @@ def associate(ra, dec, radius_arcsec: float) -> np.ndarray:
     n = ra.size
     if n == 0:
         return np.empty(0, np.int64)
-    tree = cKDTree(_unit(ra, dec))
+    tree = cKDTree(unit_vectors(ra, dec))
     pairs = tree.query_pairs(_chord(radius_arcsec), output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)

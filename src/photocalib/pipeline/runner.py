@@ -20,6 +20,7 @@ import pandas as pd
 
 from .. import fit, warp
 from .._io import atomic_write, remove_stale_temporaries
+from ..astrometry import mean_pointing
 from ..errors import InputError, OutputError, PhotocalibError
 from .catalogs import associate, read_table, write_parquet
 from .config import Config, config_to_toml
@@ -274,11 +275,7 @@ class _Run:
         if not centres:
             return None
         c = np.array(centres)
-        v = np.stack([np.cos(np.radians(c[:, 1])) * np.cos(np.radians(c[:, 0])),
-                      np.cos(np.radians(c[:, 1])) * np.sin(np.radians(c[:, 0])),
-                      np.sin(np.radians(c[:, 1]))]).mean(axis=1)
-        ra0 = float(np.degrees(np.arctan2(v[1], v[0])) % 360)
-        dec0 = float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
+        ra0, dec0 = mean_pointing(c[:, 0], c[:, 1])
         scale = self.config.warp.pixel_scale_arcsec or float(np.median(scales))
         size = self.config.warp.coadd_size
         return {"ra": ra0, "dec": dec0, "pixel_scale": scale, "width": size, "height": size,

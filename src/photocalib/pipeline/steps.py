@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._io import open_fits
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError, PhotocalibError
 from ..fit import DetectorResult
 from .catalogs import read_reference, read_table, reference_for, write_parquet
@@ -284,7 +285,7 @@ def apply_unit(unit: Unit, ctx: StepContext, grid: dict[str, Any] | None) -> dic
     df["flux_nJy"] = flux
     df["flux_nJy_err"] = flux_err
     with np.errstate(divide="ignore", invalid="ignore"):
-        df["mag"] = -2.5 * np.log10(flux) + 31.4
+        df["mag"] = -2.5 * np.log10(flux) + AB_ZERO_POINT_NJY_MAG
         df["mag_err"] = 2.5 / np.log(10.0) * flux_err / flux
     out_cat = run.calibrated_catalog(unit.visit, unit.detector)
     write_parquet(df, out_cat)

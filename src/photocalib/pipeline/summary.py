@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import open_fits
+from ..astrometry import mean_pointing
 from ..errors import InputError
 from .catalogs import match_nearest, read_reference, read_table, tangent_xy, write_parquet
 from .config import Config
@@ -35,18 +36,16 @@ class VisitFrame:
     detectors' pixel axes (arcsec)."""
 
     def __init__(self, wcs_list: list[Any], shapes: list[tuple[int, int]]) -> None:
-        vecs, angles = [], []
+        ras, decs, angles = [], [], []
         for w, (ny, nx) in zip(wcs_list, shapes, strict=True):
             cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
             ra, dec = w.pixel_to_sky(cx, cy)
-            r, d = np.radians(float(ra)), np.radians(float(dec))
-            vecs.append([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
+            ras.append(float(ra))
+            decs.append(float(dec))
             jac = np.asarray(w.jacobian(cx, cy))
             # Position angle of the pixel +y axis (east of north) from the Jacobian's y column.
             angles.append(np.arctan2(jac[0, 1], jac[1, 1]))
-        v = np.mean(vecs, axis=0)
-        self.ra0 = float(np.degrees(np.arctan2(v[1], v[0])) % 360.0)
-        self.dec0 = float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
+        self.ra0, self.dec0 = mean_pointing(ras, decs)
         self.angle = float(np.arctan2(np.mean(np.sin(angles)), np.mean(np.cos(angles))))
 
     def __call__(self, ra, dec) -> tuple[np.ndarray, np.ndarray]:

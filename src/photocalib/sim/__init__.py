@@ -125,7 +125,7 @@ Then, exactly up to noise:
 where the **star flat** SF_S = (I_sky / I_dome) (rho_S / rho_lamp) is
 ``camera.star_flat(d, x, y, band, sed)`` (``sed="fiducial"``, flat f_nu, for the STARFLAT map;
 for achromatic presets SF = I_sky / I_dome for every star). A flat normalised differently
-(e.g. to 1 at a reference pixel and divided by A_ref, as DESIGN.md says) changes these by one
+(e.g. to 1 at a reference pixel and divided by A_ref, as docs/design.md says) changes these by one
 constant per band. So the true fluence-to-fluence calibration of a star on the dome-flattened,
 tree-ring-corrected fluence image is ``nJy = instflux / (K t T_v SF_S)``.
 

@@ -234,7 +234,7 @@ class Camera:
     TAN about the pointing. Pixel (x, y) of a detector (0-based, centre of pixel on integers) is
     at u = u_c + (x - (nx-1)/2) p, v = v_c + (y - (ny-1)/2) p, p the pixel pitch.
 
-    The true pixel area (solid angle, arcsec^2, as DESIGN.md defines it) is
+    The true pixel area (solid angle, arcsec^2, as docs/design.md defines it) is
 
     .. math:: A = (s p)^2\\, g\\,(g + t g')\\,(1 + \\rho^2)^{-3/2}\\,\\mathrm{TR}(x, y),
 

@@ -15,7 +15,7 @@ For star ``s`` (true AB flux ``F`` in nJy through the band) observed in visit ``
   plane position about the pointing, ``QE_d`` the smooth QE, ``I_sky`` the vignetting and
   ``ρ_sed`` the chromatic response (1 for achromatic cameras);
 * the dome flat is ``QE · I_dome · ρ_lamp · A / A_ref`` and flat-fielding divides by it and
-  by ``A_ref`` (DESIGN.md), so on the flat-fielded, **surface-brightness** image the aperture sum
+  by ``A_ref`` (docs/design.md), so on the flat-fielded, **surface-brightness** image the aperture sum
   is ``instflux_SB = F · k · t_v · T_v · σ_d(x, y) / A(x, y)`` in electron/arcsec², where
   ``σ_d = (I_sky / I_dome)(ρ_sed / ρ_lamp)`` is :meth:`Camera.star_flat` and ``A`` the pixel
   area (:meth:`Camera.pixel_area`, the smooth area the WCS describes);
@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
+from ..astrometry import unit_vectors
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError
 from ..geom import Box
 from ..image.kind import ImageKind
@@ -140,6 +142,19 @@ def _visit_header(camera: Camera, detector: int, visit, cache: dict):
     return h
 
 
+def _sed_factors(camera: Camera, detector: int, xs, ys, band: str, templates) -> tuple[np.ndarray, np.ndarray]:
+    """Star flat and the SED's response relative to the lamp's at each star (ones when achromatic)."""
+    if not camera.is_chromatic:
+        return camera.star_flat(detector, xs, ys, band=band), np.ones(np.size(xs))
+    sf = np.empty(np.size(xs))
+    rho = np.empty(np.size(xs))
+    for tpl in np.unique(templates):
+        m = templates == tpl
+        sf[m] = camera.star_flat(detector, xs[m], ys[m], band=band, sed=str(tpl))
+        rho[m] = camera.rho(detector, xs[m], ys[m], str(tpl), band)
+    return sf, rho
+
+
 def observations_from_truth(
     camera: Camera,
     survey: Survey,
@@ -215,15 +230,11 @@ def observations_from_truth(
                                             "true_instflux", "calibration", "pixel_area", "star_flat",
                                             "transmission", "outlier")}
     wcs_by_detector: dict = {}
-    sky_xyz = np.stack([np.cos(np.radians(stars.dec)) * np.cos(np.radians(stars.ra)),
-                        np.cos(np.radians(stars.dec)) * np.sin(np.radians(stars.ra)),
-                        np.sin(np.radians(stars.dec))], axis=1)
+    sky_xyz = unit_vectors(stars.ra, stars.dec)
     cos_lim = math.cos(math.radians(r_field / 3600.0))
     base_headers: dict = {}
     for v in survey.visits:
-        p_xyz = np.array([math.cos(math.radians(v.dec)) * math.cos(math.radians(v.ra)),
-                          math.cos(math.radians(v.dec)) * math.sin(math.radians(v.ra)),
-                          math.sin(math.radians(v.dec))])
+        p_xyz = unit_vectors(v.ra, v.dec)
         near = np.nonzero(sky_xyz @ p_xyz > cos_lim)[0]
         if near.size == 0:
             continue
@@ -243,18 +254,7 @@ def observations_from_truth(
             idx = near[on]
             xs, ys = xd[on], yd[on]
             area = camera.pixel_area(d.id, xs, ys, tree_rings=False)
-            if camera.is_chromatic:
-                sf = np.empty(idx.size)
-                for tpl in np.unique(stars.template[idx]):
-                    m = stars.template[idx] == tpl
-                    sf[m] = camera.star_flat(d.id, xs[m], ys[m], band=band, sed=str(tpl))
-                rho_sed = np.empty(idx.size)
-                for tpl in np.unique(stars.template[idx]):
-                    m = stars.template[idx] == tpl
-                    rho_sed[m] = camera.rho(d.id, xs[m], ys[m], str(tpl), band)
-            else:
-                sf = camera.star_flat(d.id, xs, ys, band=band)
-                rho_sed = np.ones(idx.size)
+            sf, rho_sed = _sed_factors(camera, d.id, xs, ys, band, stars.template[idx])
             t_k = trans[on]
             qe_ill = camera.qe_smooth(d.id, xs, ys) * camera.illumination_sky(d.id, xs, ys)
             flux = flux_all[idx]
@@ -299,7 +299,8 @@ def observations_from_truth(
     obs_names = ("visit", "detector", "star", "x", "y", "instflux", "instflux_err")
     observations = Table({k: data[k] for k in obs_names})
     truth_obs = Table({k: data[k] for k in data if k not in obs_names or k in ("visit", "detector", "star")})
-    star_table = Table({"star": stars.star, "flux": flux_all, "mag": -2.5 * np.log10(flux_all) + 31.4,
+    star_table = Table({"star": stars.star, "flux": flux_all,
+                        "mag": -2.5 * np.log10(flux_all) + AB_ZERO_POINT_NJY_MAG,
                         "template": stars.template.astype(str)})
     bboxes = {d.id: Box(0, 0, nx, ny) for d in camera.detectors}
     return observations, wcs_by_detector, CatalogTruth(star_table, truth_obs, bboxes, camera, survey, kind)
