@@ -475,40 +475,7 @@ def read_reference(
             sys_name = spec.name
 
     if spec is not None:
-        wanted = list(spec.mags) if bands is None or user_bands else list(bands)
-        for b in wanted:
-            if b not in spec.mags:
-                raise InputError(f"{path}: band {b!r} is not in {spec.name} (bands: {list(spec.mags)})")
-            mcol, ecol = spec.mags[b]
-            mcol = _find(cols, (mcol,))
-            gaia_flux = _find(cols, (f"phot_{b.lower()}_mean_flux",)) if spec.name.startswith("gaia") else None
-            if mcol is None and gaia_flux is None:
-                if bands is not None:
-                    raise InputError(f"{path}: {spec.name} band {b!r} needs column {spec.mags[b][0]!r}, absent")
-                continue
-            if mcol is not None:
-                mag = _numeric(df, mcol, path)
-            else:
-                # Gaia's mean fluxes (e-/s) and its Vega zero points give its magnitudes.
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    mag = GAIA_ZERO_POINTS[spec.name]["vega"][b] - 2.5 * np.log10(_numeric(df, gaia_flux, path))
-            good = _usable_mag(mag)
-            mag = np.where(good, mag, np.nan)
-            offset = spec.vega_to_ab.get(b, 0.0)
-            flux = mag_to_njy(mag, offset=offset)
-            ecol = _find(cols, (ecol,)) if ecol else None
-            if ecol is None:
-                err = np.full(n, np.nan)
-            elif ecol.lower().endswith("flux_over_error"):
-                foe = _numeric(df, ecol, path)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    err = np.where(foe > 0, flux / foe, np.nan)
-            else:
-                emag = _numeric(df, ecol, path)
-                err = flux * np.where(emag >= 0, emag, np.nan) * (0.4 * np.log(10.0))
-            fluxes[b] = (flux, err)
-            if b in spec.bandpasses:
-                bandpasses[b] = spec.bandpasses[b]
+        fluxes, bandpasses = _family_fluxes(df, cols, spec, bands, user_bands, path)
         if isinstance(spec.ref_epoch, str):
             ec = _find(cols, (spec.ref_epoch,))
             if ec is not None and n:
@@ -517,64 +484,18 @@ def read_reference(
             cat_epoch = np.full(n, float(spec.ref_epoch))
 
     if system == "gaia-xp":
-        wanted = None if bands is None or user_bands else set(bands)
-        for b, (fcol, ecol) in _xp_bands(df.columns).items():
-            if wanted is not None and b not in wanted:
-                continue
-            flux = _numeric(df, fcol, path) * _XP_FLUX_TO_NJY
-            err = _numeric(df, ecol, path) * _XP_FLUX_TO_NJY if ecol else np.full(n, np.nan)
-            fluxes[b] = (flux, err)
-        if wanted is not None and set(wanted) - set(fluxes):
-            raise InputError(f"{path}: XP bands {sorted(set(wanted) - set(fluxes))} not found; "
-                             f"present: {sorted(_xp_bands(df.columns))}")
+        fluxes.update(_xp_fluxes(df, None if bands is None or user_bands else set(bands), path))
 
     if user_bands:
         sys_name = system or "user"
-        if mag_system.lower() == "vega" and flux_unit is None:
-            missing = set(bands) - set(vega_to_ab or {})
-            if missing:
-                raise InputError(f"{path}: Vega magnitudes need their AB offsets: pass "
-                                 f"vega_to_ab={{{', '.join(repr(b) + ': m_AB - m_Vega' for b in sorted(missing))}}}")
-        for b, colspec in bands.items():
-            mcol, ecol = (colspec if isinstance(colspec, (tuple, list)) else (colspec, None))
-            if mcol not in df.columns:
-                raise InputError(f"{path}: column {mcol!r} (band {b!r}) not found; columns: {list(df.columns)[:30]}")
-            if ecol is None:
-                ecol = next((c for c in (f"{mcol}_err", f"e_{mcol}", f"{mcol}err", f"{mcol}_error", f"{mcol}_sigma")
-                             if c in df.columns), None)
-            values = _numeric(df, mcol, path)
-            errs = _numeric(df, ecol, path) if ecol else np.full(n, np.nan)
-            if flux_unit is not None:
-                try:
-                    scale = u.Unit(flux_unit).to(u.nJy, equivalencies=u.spectral_density(1 * u.um))
-                except (ValueError, TypeError) as exc:
-                    raise InputError(f"{path}: flux_unit={flux_unit!r} is not a flux density unit "
-                                     f"(use 'nJy', 'Jy', 'erg/s/cm2/Hz' or 'W/m2/Hz')") from exc
-                fluxes[b] = (values * scale, errs * scale)
-            else:
-                good = _usable_mag(values)
-                offset = (vega_to_ab or {}).get(b, 0.0) if mag_system.lower() == "vega" else 0.0
-                f, e = mag_to_njy(np.where(good, values, np.nan), errs, offset=offset)
-                fluxes[b] = (f, e)
+        fluxes.update(_user_fluxes(df, bands, path, mag_system, vega_to_ab, flux_unit))
 
     if not fluxes:
         raise InputError(f"{path}: no recognisable magnitude or flux column for system {sys_name!r} "
                          f"(columns: {list(df.columns)[:30]}); pass bands={{'r': 'column', ...}} with "
                          "mag_system='AB'/'Vega' or flux_unit=")
 
-    out_epoch = None
-    if cat_epoch is not None and n:
-        finite_epoch = np.where(np.isfinite(cat_epoch), cat_epoch, np.nanmedian(cat_epoch) if np.isfinite(cat_epoch).any() else 0)
-        if epoch is not None and spec is not None and spec.pm is not None and _find(cols, spec.pm[:1]):
-            target = julian_year(epoch)
-            pmra = _numeric(df, _find(cols, (spec.pm[0],)), path)
-            pmdec = _numeric(df, _find(cols, (spec.pm[1],)), path)
-            ra_v, dec_v = propagate(ra_v, dec_v, pmra, pmdec, finite_epoch, target)
-            out_epoch = target
-        else:
-            out_epoch = float(np.median(finite_epoch))
-    elif epoch is not None:
-        out_epoch = None  # no proper motions: positions stay as catalogued
+    ra_v, dec_v, out_epoch = _at_epoch(df, cols, spec, ra_v, dec_v, cat_epoch, epoch, path)
 
     out = Table()
     out["id"] = ids
@@ -587,3 +508,114 @@ def read_reference(
     if out_epoch is not None:
         out.meta["epoch"] = float(out_epoch)
     return out
+
+
+def _xp_fluxes(df, wanted, path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Gaia XP synthetic fluxes (W m⁻² Hz⁻¹ → nJy) of the ``wanted`` bands (None: all)."""
+    fluxes = {}
+    n = len(df)
+    for b, (fcol, ecol) in _xp_bands(df.columns).items():
+        if wanted is not None and b not in wanted:
+            continue
+        flux = _numeric(df, fcol, path) * _XP_FLUX_TO_NJY
+        err = _numeric(df, ecol, path) * _XP_FLUX_TO_NJY if ecol else np.full(n, np.nan)
+        fluxes[b] = (flux, err)
+    if wanted is not None and set(wanted) - set(fluxes):
+        raise InputError(f"{path}: XP bands {sorted(set(wanted) - set(fluxes))} not found; "
+                         f"present: {sorted(_xp_bands(df.columns))}")
+    return fluxes
+
+
+def _user_fluxes(df, bands: dict, path, mag_system: str, vega_to_ab, flux_unit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fluxes (nJy) of the columns a user named with ``bands={band: column or (column, err)}``."""
+    fluxes = {}
+    n = len(df)
+    if mag_system.lower() == "vega" and flux_unit is None:
+        missing = set(bands) - set(vega_to_ab or {})
+        if missing:
+            raise InputError(f"{path}: Vega magnitudes need their AB offsets: pass "
+                             f"vega_to_ab={{{', '.join(repr(b) + ': m_AB - m_Vega' for b in sorted(missing))}}}")
+    for b, colspec in bands.items():
+        mcol, ecol = (colspec if isinstance(colspec, (tuple, list)) else (colspec, None))
+        if mcol not in df.columns:
+            raise InputError(f"{path}: column {mcol!r} (band {b!r}) not found; columns: {list(df.columns)[:30]}")
+        if ecol is None:
+            ecol = next((c for c in (f"{mcol}_err", f"e_{mcol}", f"{mcol}err", f"{mcol}_error", f"{mcol}_sigma")
+                         if c in df.columns), None)
+        values = _numeric(df, mcol, path)
+        errs = _numeric(df, ecol, path) if ecol else np.full(n, np.nan)
+        if flux_unit is not None:
+            try:
+                scale = u.Unit(flux_unit).to(u.nJy, equivalencies=u.spectral_density(1 * u.um))
+            except (ValueError, TypeError) as exc:
+                raise InputError(f"{path}: flux_unit={flux_unit!r} is not a flux density unit "
+                                 f"(use 'nJy', 'Jy', 'erg/s/cm2/Hz' or 'W/m2/Hz')") from exc
+            fluxes[b] = (values * scale, errs * scale)
+        else:
+            good = _usable_mag(values)
+            offset = (vega_to_ab or {}).get(b, 0.0) if mag_system.lower() == "vega" else 0.0
+            f, e = mag_to_njy(np.where(good, values, np.nan), errs, offset=offset)
+            fluxes[b] = (f, e)
+    return fluxes
+
+
+def _at_epoch(df, cols, spec, ra_v, dec_v, cat_epoch, epoch, path):
+    """Positions carried by proper motion to ``epoch`` when the catalog has them; returns
+    ``(ra, dec, epoch of the positions or None)``."""
+    out_epoch = None
+    if cat_epoch is not None and len(df):
+        finite_epoch = np.where(np.isfinite(cat_epoch), cat_epoch, np.nanmedian(cat_epoch) if np.isfinite(cat_epoch).any() else 0)
+        if epoch is not None and spec is not None and spec.pm is not None and _find(cols, spec.pm[:1]):
+            target = julian_year(epoch)
+            pmra = _numeric(df, _find(cols, (spec.pm[0],)), path)
+            pmdec = _numeric(df, _find(cols, (spec.pm[1],)), path)
+            ra_v, dec_v = propagate(ra_v, dec_v, pmra, pmdec, finite_epoch, target)
+            out_epoch = target
+        else:
+            out_epoch = float(np.median(finite_epoch))
+    elif epoch is not None:
+        out_epoch = None  # no proper motions: positions stay as catalogued
+    return ra_v, dec_v, out_epoch
+
+
+def _family_fluxes(df, cols, spec, bands, user_bands: bool, path):
+    """Fluxes (nJy) and speclite bandpass names of a known family's bands (``bands``: the ones
+    to keep; None, or a user's column mapping, for all present)."""
+    fluxes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    bandpasses: dict[str, str] = {}
+    n = len(df)
+    wanted = list(spec.mags) if bands is None or user_bands else list(bands)
+    for b in wanted:
+        if b not in spec.mags:
+            raise InputError(f"{path}: band {b!r} is not in {spec.name} (bands: {list(spec.mags)})")
+        mcol, ecol = spec.mags[b]
+        mcol = _find(cols, (mcol,))
+        gaia_flux = _find(cols, (f"phot_{b.lower()}_mean_flux",)) if spec.name.startswith("gaia") else None
+        if mcol is None and gaia_flux is None:
+            if bands is not None:
+                raise InputError(f"{path}: {spec.name} band {b!r} needs column {spec.mags[b][0]!r}, absent")
+            continue
+        if mcol is not None:
+            mag = _numeric(df, mcol, path)
+        else:
+            # Gaia's mean fluxes (e-/s) and its Vega zero points give its magnitudes.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mag = GAIA_ZERO_POINTS[spec.name]["vega"][b] - 2.5 * np.log10(_numeric(df, gaia_flux, path))
+        good = _usable_mag(mag)
+        mag = np.where(good, mag, np.nan)
+        offset = spec.vega_to_ab.get(b, 0.0)
+        flux = mag_to_njy(mag, offset=offset)
+        ecol = _find(cols, (ecol,)) if ecol else None
+        if ecol is None:
+            err = np.full(n, np.nan)
+        elif ecol.lower().endswith("flux_over_error"):
+            foe = _numeric(df, ecol, path)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                err = np.where(foe > 0, flux / foe, np.nan)
+        else:
+            emag = _numeric(df, ecol, path)
+            err = flux * np.where(emag >= 0, emag, np.nan) * (0.4 * np.log(10.0))
+        fluxes[b] = (flux, err)
+        if b in spec.bandpasses:
+            bandpasses[b] = spec.bandpasses[b]
+    return fluxes, bandpasses

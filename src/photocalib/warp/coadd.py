@@ -291,32 +291,7 @@ def coadd(
     box = Box(0, 0, nx, ny)
     area_out = _area(dst, box)
 
-    # Each input is warped onto the sub-box of the grid that its outline covers, so a small
-    # exposure on a large patch costs what its own pixels cost.
-    pieces: list[tuple[Box, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    owners: list[int] = []
-    for i, exp in enumerate(exposures):
-        calibrated = _calibrated(exp, i)
-        if calibrated.wcs is None:
-            raise InputError(f"coadd: exposures[{i}] has no WCS; attach one with exp.replace(wcs=...)")
-        if warped:
-            piece = _on_grid(calibrated, (ny, nx), bad_mask, i)
-            if piece is not None:
-                pieces.append(piece)
-                owners.append(i)
-            continue
-        sub = _footprint_box(calibrated.wcs, calibrated.shape, dst, box)
-        if sub is None:
-            continue
-        res = warp_arrays(
-            calibrated.image, calibrated.wcs, dst, sub.shape, variance=calibrated.variance,
-            mask=calibrated.mask, kernel=kernel, tolerance=tolerance,
-            src_area=calibrated.pixel_area_image(), dst_area=_slice(area_out, sub),
-            origin=(sub.x0, sub.y0),
-        )
-        pieces.append((sub, res.image, res.variance, res.mask,
-                       _usable(res.image, res.variance, res.mask, bad_mask)))
-        owners.append(i)
+    pieces, owners = _pieces(exposures, dst, area_out, warped, kernel, tolerance, bad_mask)
 
     matched = None
     if background_matching and pieces:
@@ -329,34 +304,9 @@ def coadd(
     if clip and len(pieces) >= 3:
         pieces, rejected = _clip(pieces, (ny, nx), clip_sigma, clip_relative)
 
-    num = np.zeros((ny, nx))
-    wsum = np.zeros((ny, nx))
-    vsum = np.zeros((ny, nx))
-    count = np.zeros((ny, nx), dtype=np.int32)
-    bits = np.zeros((ny, nx), dtype=np.uint32)
-    input_weights = np.zeros(len(exposures)) if weighting == "exposure" else np.full(len(exposures), np.nan)
-    for owner, (sub, image, var, mask, ok) in zip(owners, pieces, strict=True):
-        if not ok.any():
-            continue
-        var = np.where(ok, var, 0.0)
-        if weighting == "exposure":
-            input_weights[owner] = 1.0 / np.median(var[ok])
-            weight = np.where(ok, input_weights[owner], 0.0)
-        else:
-            with np.errstate(divide="ignore"):
-                weight = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
-        sl = _slices(sub)
-        num[sl] += weight * np.where(ok, image, 0.0)
-        wsum[sl] += weight
-        vsum[sl] += weight * weight * var
-        count[sl] += ok
-        bits[sl] |= np.where(ok, mask, np.uint32(0)).astype(np.uint32)
-
+    image, variance, bits, wsum, count, input_weights = _weighted_mean(
+        pieces, owners, len(exposures), (ny, nx), weighting)
     has = wsum > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        image = np.where(has, num / wsum, np.nan)
-        variance = np.where(has, vsum / (wsum * wsum), np.nan)
-    bits[~has] |= np.uint32(MaskPlane.NO_DATA)
     stack_background = None
     if coadd_background_order is not None and has.any():
         stack_background = fit_stack_background(image, variance, area_out, int(coadd_background_order))
@@ -402,6 +352,76 @@ def coadd(
         background_reference=matched.reference if matched is not None else None,
         coadd_background=stack_background,
     )
+
+
+def _pieces(exposures, dst, area_out: np.ndarray, warped: bool, kernel: str, tolerance: float,
+            bad_mask: int):
+    """Each input calibrated and on the grid, as ``(box, image, variance, mask, usable)`` on
+    the part of the grid it covers; with the index of the input each piece came from."""
+    ny, nx = area_out.shape
+    box = Box(0, 0, nx, ny)
+    # Each input is warped onto the sub-box of the grid that its outline covers, so a small
+    # exposure on a large patch costs what its own pixels cost.
+    pieces: list[tuple[Box, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    owners: list[int] = []
+    for i, exp in enumerate(exposures):
+        calibrated = _calibrated(exp, i)
+        if calibrated.wcs is None:
+            raise InputError(f"coadd: exposures[{i}] has no WCS; attach one with exp.replace(wcs=...)")
+        if warped:
+            piece = _on_grid(calibrated, (ny, nx), bad_mask, i)
+            if piece is not None:
+                pieces.append(piece)
+                owners.append(i)
+            continue
+        sub = _footprint_box(calibrated.wcs, calibrated.shape, dst, box)
+        if sub is None:
+            continue
+        res = warp_arrays(
+            calibrated.image, calibrated.wcs, dst, sub.shape, variance=calibrated.variance,
+            mask=calibrated.mask, kernel=kernel, tolerance=tolerance,
+            src_area=calibrated.pixel_area_image(), dst_area=_slice(area_out, sub),
+            origin=(sub.x0, sub.y0),
+        )
+        pieces.append((sub, res.image, res.variance, res.mask,
+                       _usable(res.image, res.variance, res.mask, bad_mask)))
+        owners.append(i)
+    return pieces, owners
+
+
+def _weighted_mean(pieces, owners, n_inputs: int, shape: tuple[int, int], weighting: str):
+    """The inverse-variance weighted mean of the pieces: image, variance, OR of masks, sum of
+    weights, count of inputs per pixel, and each input's weight (``weighting="exposure"``)."""
+    ny, nx = shape
+    num = np.zeros((ny, nx))
+    wsum = np.zeros((ny, nx))
+    vsum = np.zeros((ny, nx))
+    count = np.zeros((ny, nx), dtype=np.int32)
+    bits = np.zeros((ny, nx), dtype=np.uint32)
+    input_weights = np.zeros(n_inputs) if weighting == "exposure" else np.full(n_inputs, np.nan)
+    for owner, (sub, image, var, mask, ok) in zip(owners, pieces, strict=True):
+        if not ok.any():
+            continue
+        var = np.where(ok, var, 0.0)
+        if weighting == "exposure":
+            input_weights[owner] = 1.0 / np.median(var[ok])
+            weight = np.where(ok, input_weights[owner], 0.0)
+        else:
+            with np.errstate(divide="ignore"):
+                weight = np.where(ok, 1.0 / np.where(ok, var, 1.0), 0.0)
+        sl = _slices(sub)
+        num[sl] += weight * np.where(ok, image, 0.0)
+        wsum[sl] += weight
+        vsum[sl] += weight * weight * var
+        count[sl] += ok
+        bits[sl] |= np.where(ok, mask, np.uint32(0)).astype(np.uint32)
+
+    has = wsum > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        image = np.where(has, num / wsum, np.nan)
+        variance = np.where(has, vsum / (wsum * wsum), np.nan)
+    bits[~has] |= np.uint32(MaskPlane.NO_DATA)
+    return image, variance, bits, wsum, count, input_weights
 
 
 def _usable(image: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_mask: int) -> np.ndarray:
