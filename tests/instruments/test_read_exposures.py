@@ -305,6 +305,24 @@ def test_generic_mef_one_exposure_per_detector(tmp_path):
     assert back.kind is pc.ImageKind.FLUENCE and np.array_equal(back.image, exps[0].image)
 
 
+def test_generic_file_with_a_survey_or_unknown_bunit(tmp_path):
+    import astropy.units as u
+
+    from wcs_fixtures import sip_header
+
+    for bunit, unit in (("Data Value", u.adu), ("counts/s", u.count / u.s), ("bananas", u.count)):
+        path = tmp_path / "img.fits"
+        header = sip_header(30, 20)
+        header["BUNIT"] = bunit
+        fits.PrimaryHDU(np.ones((20, 30), np.float32), header).writeto(path, overwrite=True)
+        if bunit == "bananas":
+            with pytest.warns(UserWarning, match="'bananas' is not a known unit"):
+                (exp,) = pc.read_exposures(path)
+        else:
+            (exp,) = pc.read_exposures(path)
+        assert exp.unit == unit
+
+
 def test_unknown_instrument_is_refused():
     with pytest.raises(pc.InputError, match=r"ztf_.*unknown instrument 'hubble'.*rubin-afw, ZTF, SDSS, DECam"):
         pc.read_exposures(ZTF, instrument="hubble")

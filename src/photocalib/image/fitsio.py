@@ -149,12 +149,12 @@ def _wcs_from(header: fits.Header, hdul: fits.HDUList, where: str):
         raise InputError(f"{where}: {exc}") from exc
 
 
-def read_exposure(path: str | os.PathLike, hdu: int | str | None = None):
+def read_exposure(path: str | os.PathLike, hdu: int | str | None = None, unit=None):
     """Read an :class:`Exposure` from a FITS file (see :meth:`Exposure.read`)."""
     with warnings.catch_warnings():
         # astropy reports truncation as warnings; check_complete() turns it into InputError.
         warnings.simplefilter("ignore")
-        return _read(path, hdu)
+        return _read(path, hdu, unit)
 
 
 def check_complete(hdul: fits.HDUList, path) -> None:
@@ -181,7 +181,7 @@ def check_complete(hdul: fits.HDUList, path) -> None:
             )
 
 
-def _read(path, hdu):
+def _read(path, hdu, unit_override=None):
     from .exposure import Exposure
 
     with open_fits(path) as hdul:
@@ -214,8 +214,8 @@ def _read(path, hdu):
                 f"{where}: keyword PCKIND = {raw_kind!r} is not an image kind; "
                 "use FLUENCE or SURFACE_BRIGHTNESS"
             ) from exc
-        unit = None
-        if "BUNIT" in full:
+        unit = unit_override
+        if unit is None and "BUNIT" in full:
             unit = _parse_unit(full["BUNIT"], where)
         wcs = _wcs_from(header, hdul, where)
         variance = _read_plane(hdul, "VARIANCE", image.shape, path)

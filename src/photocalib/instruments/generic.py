@@ -12,7 +12,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from ..errors import InputError
-from .base import Instrument
+from .base import Instrument, parse_bunit
 
 __all__ = ["Generic", "image_hdus"]
 
@@ -50,7 +50,10 @@ class Generic(Instrument):
         out = []
         primary = hdul[0].header
         for index in image_hdus(hdul, path, hdu):
-            exp = read_exposure(path, hdu=index)
+            bunit = hdul[index].header.get("BUNIT", primary.get("BUNIT"))
+            # Survey spellings mapped, an unknown one a warning and counts: never a refusal.
+            unit = None if bunit is None else parse_bunit(bunit, f"{path}[{index}] BUNIT")
+            exp = read_exposure(path, hdu=index, unit=unit)
             header = hdul[index].header
             where = f"{path}[{index}]"
             headers = (header, primary) if index != 0 else (header,)
