@@ -152,6 +152,7 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
     except InputError as exc:
         raise InputError(f"{first}; nor is it a survey catalog photocalib.refcat reads ({exc})") from exc
     system = str(table.meta.get("system", "?"))
+    colour_name = None
     note = f"{system} catalog at epoch {epoch if epoch is None else round(epoch, 3)}"
     if band and f"{band}_flux" not in table.colnames:
         try:
@@ -167,6 +168,10 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
                 "photocalib.refcat.read_reference and a ColourTerm applied)") from None
         table = ct.apply(table)
         note += f"; {ct.describe()}"
+        # The colour the term was evaluated at, for the report's residual-against-colour panel.
+        colour_used, _ = ct.colour_of(table)
+        table["colour"] = colour_used
+        colour_name = f"{ct.colour_bands[0]} − {ct.colour_bands[1]} ({system}, AB)"
     name = f"{band}_flux" if band and f"{band}_flux" in table.colnames else None
     if name is None:
         raise InputError(f"{path}: the {system} catalog has no band to calibrate against; "
@@ -179,6 +184,9 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
                         "ra": np.asarray(table["ra"], np.float64)[keep],
                         "dec": np.asarray(table["dec"], np.float64)[keep],
                         "flux": flux[keep], "flux_err": np.nan_to_num(err[keep])})
+    if colour_name is not None:
+        out["colour"] = np.asarray(table["colour"], np.float64)[keep]
+        out.attrs["colour_name"] = colour_name
     return out, note
 
 

@@ -204,8 +204,9 @@ _FIGURES: list[tuple[str, str, str, Callable[..., object]]] = [
      "carries the pixel-area trend.", _residual_radius),
     ("residual_colour", "Residual against colour",
      "Median residual in bins of stellar colour (equal numbers of stars per bin), with the "
-     "standard error of each median: a chromatic flat or throughput leaves a slope. (A panel of "
-     "the colour-term fit itself waits for colour terms in the run, issue 13.)",
+     "standard error of each median: a chromatic flat or throughput leaves a slope. With a "
+     "survey reference carried into the band by a colour term, the colour is the term's and the "
+     "residuals are about the term: flat where the colour term fits.",
      _residual_colour),
     ("background_matching", "Background matching",
      "The smooth background fitted to each visit's difference from the reference visit on the "

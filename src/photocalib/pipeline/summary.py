@@ -210,6 +210,10 @@ def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth,
     res["residual_mmag"] -= res.groupby("calibration")["residual_mmag"].transform("median")
     if truth is not None:
         res["colour_name"] = truth.colour_name
+    elif "colour_name" in getattr(ref, "attrs", {}):
+        # A survey reference carried into the band by a colour term: residuals against its
+        # colour show how well the term fits (flat when it does).
+        res["colour_name"] = ref.attrs["colour_name"]
     write_parquet(res.reset_index(drop=True), run.tables / "residuals.parquet")
     return res
 
@@ -239,6 +243,22 @@ def _headline(res: pd.DataFrame, counts: dict[str, Any]) -> list[dict[str, Any]]
                       "value": float(per_det.std()) if per_det.size > 1 else np.nan, "unit": "mmag"})
         items.append({"name": f"{name}: stars compared", "value": int(r.size), "unit": ""})
     return items
+
+
+def _survey_reference(run: RunLayout, unit: Unit, path, band):
+    """The survey catalog in ``band`` with its colour-term colour, or None when it cannot be made."""
+    from astropy.io import fits
+
+    from ..instruments import get as get_instrument
+    from .catalogs import reference_for
+
+    try:
+        header = fits.getheader(run.exposure(unit.visit, unit.detector))
+        instrument = get_instrument(str(header.get("PCINSTR", "generic")))
+        ref, _ = reference_for(path, band, bandpass=instrument.bandpass(band), mjd=header.get("MJD"))
+    except (InputError, OSError, KeyError):
+        return None
+    return ref
 
 
 def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
@@ -271,9 +291,10 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
         try:
             refcat = read_reference(inputs.refcat, band=band)
         except InputError:
-            # A survey catalog in magnitudes (Gaia, PS1, ...): the processing step converted it
-            # per exposure; the report's residuals against a reference are then not drawn.
-            refcat = None
+            # A survey catalog in magnitudes (Gaia, PS1, ...): converted into the band as the
+            # processing step did (its colour term), at the first exposure's epoch (proper
+            # motions over the run's span are far below the match radius).
+            refcat = _survey_reference(run, units[0], inputs.refcat, band)
     _grey(run, units, truth)
     res = _residuals(run, units, frames, config, truth, refcat)
     base = {"visits": len({u.visit for u in units}), "detectors": len({u.detector for u in units})}

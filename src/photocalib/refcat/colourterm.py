@@ -362,9 +362,13 @@ class ColourTerm:
         terms = " ".join(f"{c:+.5f}" + ("" if k == 0 else f"·c^{k}" if k > 1 else "·c")
                          for k, c in enumerate(self.coefficients))
         blue, red = self.colour_bands
-        return (f"{self.target_band} − {self.reference_band} = {terms}  (c = {blue} − {red} in "
-                f"[{self.colour_range[0]:.2f}, {self.colour_range[1]:.2f}], rms {1000 * self.rms:.1f} mmag, "
-                f"{self.method}, {self.n_stars} stars)")
+        where = f"c = {blue} − {red} in [{self.colour_range[0]:.2f}, {self.colour_range[1]:.2f}]"
+        if self.method in ("fit", "synthetic"):
+            what = "stars" if self.method == "fit" else "SEDs"
+            how = f"rms {1000 * self.rms:.1f} mmag, {self.method}, {self.n_stars} {what}"
+        else:
+            how = self.meta.get("source", self.method)
+        return f"{self.target_band} − {self.reference_band} = {terms}  ({where}, {how})"
 
     # ------------------------------------------------------------------------------------------
 
