@@ -1,5 +1,9 @@
-"""Synthetic colour terms (speclite bandpasses, blackbody SEDs) against the published empirical
-PS1 → DECam and Gaia → DECam transformations the Legacy Surveys use.
+"""
+Synthetic colour terms against published ones
+=============================================
+
+Synthetic colour terms (speclite bandpasses, blackbody SEDs) against the published empirical
+PS1 → DECam and Gaia → DECam transformations the Legacy Surveys use::
 
     python examples/colour_terms_vs_published.py
 
@@ -23,7 +27,8 @@ def compare(synthetic: ColourTerm, published: ColourTerm, lo: float) -> tuple[fl
             float(np.polyfit(c, synthetic(c), 1)[0]), float(np.polyfit(c, published(c), 1)[0]), hi)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Print both tables (the command line is ignored: nothing is written)."""
     print("PS1 -> DECam (decamDR1 bandpasses), colour g - i (PS1, AB), from 0.4")
     print(f"{'band':4s} {'max|d|':>8s} {'max|d-mean|':>11s} {'slope syn':>9s} {'slope pub':>9s} {'to':>5s}")
     for band in "griz":
