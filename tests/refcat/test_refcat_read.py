@@ -272,3 +272,21 @@ def test_gaia_fluxes_without_magnitudes_use_the_vega_zero_points(tmp_path):
     t.write(tmp_path / "g_only.fits")
     ref = read_reference(tmp_path / "g_only.fits")
     np.testing.assert_allclose(ref["G_flux"], read_reference(CHUNK)["G_flux"][:20], rtol=1e-6)
+
+
+@pytest.mark.parametrize("centre", [(0.05, 10.0), (359.95, -30.0), (123.0, 89.9)])
+def test_region_across_ra_zero_and_at_the_pole(tmp_path, centre):
+    rng = np.random.default_rng(3)
+    n = 4000
+    ra = (centre[0] + rng.uniform(-3, 3, n)) % 360.0
+    dec = np.clip(centre[1] + rng.uniform(-0.6, 0.6, n), -90, 90)
+    t = Table({"id": np.arange(n), "ra": ra, "dec": dec, "rmag": np.full(n, 18.0)})
+    pq.write_table(pa.Table.from_pandas(t.to_pandas()), tmp_path / "c.parquet", row_group_size=500)
+    t.write(tmp_path / "c.fits")
+    region = (centre[0], centre[1], 0.3)
+    sep = SkyCoord(ra * u.deg, dec * u.deg).separation(SkyCoord(region[0] * u.deg, region[1] * u.deg))
+    expect = np.flatnonzero(sep <= region[2] * u.deg)
+    assert expect.size > 10
+    for name in ("c.parquet", "c.fits"):
+        got = read_reference(tmp_path / name, bands={"r": "rmag"}, region=region)
+        np.testing.assert_array_equal(np.sort(got["id"]), expect)
