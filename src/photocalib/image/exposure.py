@@ -10,7 +10,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import astropy.units as u
 import numpy as np
@@ -194,6 +194,18 @@ def _as_header(metadata) -> fits.Header:
     raise InputError(f"Exposure metadata must be an astropy Header or dict, got {type(metadata).__name__}")
 
 
+@runtime_checkable
+class Calibration(Protocol):
+    """What an Exposure needs of its calibration: the kind of image it takes and a conversion
+    to the other kind. :class:`photocalib.PhotoCalib` (a higher layer) is one; the protocol
+    lets this layer hold it without importing it."""
+
+    @property
+    def kind(self) -> ImageKind: ...
+
+    def to_kind(self, kind, wcs=None, bbox=None): ...
+
+
 def _wrap_astropy_wcs(wcs):
     """An astropy WCS wrapped in a SkyWcs (anything else is returned as it is)."""
     from astropy.wcs import WCS
@@ -299,8 +311,13 @@ class Exposure:
                 "wrap an astropy WCS with photocalib.SkyWcs(wcs)"
             )
         if photo_calib is not None:
-            pk = getattr(photo_calib, "kind", None)
-            if pk is not None and pk is not kind:
+            if not isinstance(photo_calib, Calibration):
+                raise InputError(
+                    f"Exposure photo_calib must be a calibration (a photocalib.PhotoCalib), got "
+                    f"{type(photo_calib).__name__}"
+                )
+            pk = photo_calib.kind
+            if pk is not kind:
                 raise ImageKindError(
                     f"Exposure photo_calib is a {pk.value} calibration but the image is {kind.value}; "
                     f"convert it with photo_calib.to_kind(ImageKind.{kind.name}, wcs)"
@@ -438,7 +455,7 @@ class Exposure:
             variance = op(self._variance, area2)
         unit = self._unit * _ARCSEC2 if to_kind is ImageKind.FLUENCE else self._unit / _ARCSEC2
         calib = self._photo_calib
-        if calib is not None and hasattr(calib, "to_kind"):
+        if calib is not None:
             calib = calib.to_kind(to_kind, wcs, bbox=self.bbox)
         return Exposure(
             image,
