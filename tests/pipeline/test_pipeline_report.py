@@ -32,9 +32,10 @@ def _fake_run(root, rng, matched=True):
         rows.append(pd.DataFrame({"detector": det, "row": i.ravel(), "col": j.ravel(),
                                   "xi": xi.ravel(), "eta": eta.ravel(), "area": area.ravel(),
                                   "star_flat_mmag": rng.normal(0, 1, i.size),
+                                  "star_flat_mmag__monolithic": rng.normal(0, 1, i.size),
                                   "truth_star_flat_mmag": rng.normal(0, 1, i.size)}))
     pd.concat(rows).to_parquet(run.tables / "focal_plane.parquet")
-    pd.DataFrame({"visit": [3, 1, 2], "grey_mmag": [10.0, -5.0, 2.0],
+    pd.DataFrame({"visit": [3, 1, 2], "grey_mmag": [10.0, -5.0, 2.0], "grey_mmag__monolithic": [9.0, -4.0, 1.0],
                   "truth_mmag": [9.5, -5.2, 2.4]}).to_parquet(run.tables / "grey.parquet")
     n = 300
     res = []

@@ -94,6 +94,13 @@ class ReportConfig(_Section):
     enabled: bool = True
     cutout_size: int = Field(200, ge=16, description="coadd cutout side in pixels")
     dpi: int = Field(90, ge=30, le=300)
+    compare_models: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="fit all three joint models on the same stars for the report's side-by-side "
+        "comparison (auto: when the joint fit has at most compare_max_observations observations); "
+        "the configured [calibration] joint_model alone writes the calibrations",
+    )
+    compare_max_observations: int = Field(100_000, ge=0, description="the 'auto' limit of compare_models")
 
 
 class Config(_Section):

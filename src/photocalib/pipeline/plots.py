@@ -22,6 +22,7 @@ __all__ = [
     "focal_plane_map",
     "focal_plane_maps",
     "grey_terms",
+    "grey_terms_models",
     "residual_maps",
     "residual_vs_colour",
     "residual_vs_radius",
@@ -149,6 +150,27 @@ def grey_terms(visits: np.ndarray, fitted_mmag: np.ndarray,
     return fig
 
 
+def grey_terms_models(visits: np.ndarray, fitted_mmag: Mapping[str, np.ndarray],
+                      truth_mmag: np.ndarray | None = None,
+                      title: str = "Grey term per visit, each joint model") -> Figure:
+    """The grey term per visit of several joint models on one axis, with the truth when known."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+    visits = np.asarray(visits)
+    order = np.argsort(visits)
+    pos = np.arange(visits.size)
+    for k, (name, values) in enumerate(fitted_mmag.items()):
+        ax.plot(pos + 0.06 * (k - (len(fitted_mmag) - 1) / 2), np.asarray(values, float)[order], "o-", ms=4,
+                label=name)
+    if truth_mmag is not None:
+        ax.plot(pos, np.asarray(truth_mmag)[order], "kx--", label="truth")
+    ax.set_xticks(pos, [str(v) for v in visits[order]], rotation=45, fontsize=7)
+    ax.set_xlabel("visit")
+    ax.set_ylabel("grey term (mmag)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def residual_maps(xi: Mapping[str, np.ndarray], eta: Mapping[str, np.ndarray],
                   residual_mmag: Mapping[str, np.ndarray], title: str) -> Figure:
     """Residuals (mmag) of stars across the focal plane, one panel per calibration, one scale.
@@ -159,21 +181,32 @@ def residual_maps(xi: Mapping[str, np.ndarray], eta: Mapping[str, np.ndarray],
         Focal-plane positions (arcsec) and residuals (calibrated − truth, mmag).
     """
     names = list(residual_mmag)
-    fig, axes = plt.subplots(1, len(names), figsize=(5.0 * len(names), 4.6),
+    ncol = min(len(names), 3)
+    nrow = -(-len(names) // ncol)
+    allx = np.concatenate([np.ravel(xi[n]) for n in names])
+    ally = np.concatenate([np.ravel(eta[n]) for n in names])
+    ok = np.isfinite(allx) & np.isfinite(ally)
+    span_x = np.ptp(allx[ok]) if ok.any() else 1.0
+    span_y = np.ptp(ally[ok]) if ok.any() else 1.0
+    aspect = float(np.clip(span_y / span_x if span_x > 0 else 1.0, 0.3, 2.0))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol + 1.0, (4.6 * aspect + 1.0) * nrow),
                              layout="constrained", squeeze=False, sharex=True, sharey=True)
     allv = np.concatenate([np.ravel(residual_mmag[n]) for n in names])
     vmin, vmax = _robust_limits(allv)
     sc = None
-    for ax, name in zip(axes[0], names, strict=True):
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.ravel(), names, strict=False):
         r = np.asarray(residual_mmag[name])
         sc = ax.scatter(np.asarray(xi[name]) / 60.0, np.asarray(eta[name]) / 60.0, c=r, s=8,
                         cmap="RdBu_r", vmin=vmin, vmax=vmax, linewidths=0)
         ax.set_title(f"{name}\nrobust σ {_robust_sigma(r):.1f} mmag")
         ax.set_aspect("equal")
         ax.set_xlabel("focal-plane x (arcmin)")
-    axes[0][0].set_ylabel("focal-plane y (arcmin)")
+    for row in axes:
+        row[0].set_ylabel("focal-plane y (arcmin)")
     if sc is not None:
-        fig.colorbar(sc, ax=list(axes[0]), label="residual (mmag)")
+        fig.colorbar(sc, ax=list(axes.ravel()[: len(names)]), label="residual (mmag)")
     fig.suptitle(title)
     return fig
 

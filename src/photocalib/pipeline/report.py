@@ -78,15 +78,30 @@ def _area_map(run: RunLayout):
                                  "arcsec²")
 
 
+def _chosen_model(run: RunLayout) -> str:
+    if run.run_json.is_file():
+        try:
+            return str(read_json(run.run_json).get("joint_model", "joint"))
+        except InputError:
+            pass
+    return "joint"
+
+
 def _star_flat(run: RunLayout):
     df = read_table(run.tables / "focal_plane.parquet")
     fitted = _panels(df, "star_flat_mmag")
+    others = {c.split("__", 1)[1]: _panels(df, c) for c in df.columns if c.startswith("star_flat_mmag__")}
     try:
         true = _panels(df, "truth_star_flat_mmag")
     except _Missing:
+        true = None
+    if not others and true is None:
         return plots.focal_plane_map(fitted, "Fitted star flat", "mmag", symmetric=True, cmap="RdBu_r")
-    return plots.focal_plane_maps({"fitted (joint calibration)": fitted, "truth (simulator)": true},
-                                  "Star flat: calibration relative to its median", "mmag")
+    sets = {f"{_chosen_model(run)} (the run's calibration)" if others else "fitted (joint calibration)": fitted}
+    sets.update(others)
+    if true is not None:
+        sets["truth (simulator)"] = true
+    return plots.focal_plane_maps(sets, "Star flat: calibration relative to its median", "mmag")
 
 
 def _grey(run: RunLayout):
@@ -96,7 +111,11 @@ def _grey(run: RunLayout):
     truth = df["truth_mmag"].to_numpy(float) if "truth_mmag" in df.columns else None
     if truth is not None and not np.isfinite(truth).any():
         truth = None
-    return plots.grey_terms(df["visit"].to_numpy(), df["grey_mmag"].to_numpy(float), truth)
+    others = {c.split("__", 1)[1]: df[c].to_numpy(float) for c in df.columns if c.startswith("grey_mmag__")}
+    if not others:
+        return plots.grey_terms(df["visit"].to_numpy(), df["grey_mmag"].to_numpy(float), truth)
+    fitted = {_chosen_model(run): df["grey_mmag"].to_numpy(float), **others}
+    return plots.grey_terms_models(df["visit"].to_numpy(), fitted, truth)
 
 
 def _residual_frame(run: RunLayout):
@@ -189,15 +208,18 @@ _FIGURES: list[tuple[str, str, str, Callable[..., object]]] = [
      "(surface-brightness) image differs from the fluence image by exactly this map.", _area_map),
     ("starflat", "Star flat",
      "The joint calibration of the first visit across the focal plane relative to its median "
-     "(mmag): the star flat, the fluence-to-fluence correction that the dome flat leaves; "
-     "beside it the simulator's true star flat when the run was given the truth.", _star_flat),
+     "(mmag): the star flat, the fluence-to-fluence correction that the dome flat leaves, for "
+     "each joint model fitted; beside them the simulator's true star flat when the run was "
+     "given the truth.", _star_flat),
     ("grey", "Grey terms", "The calibration level fitted per visit (mean over detectors seen in "
      "every visit, mean removed), with the simulator's truth when the run was given it: "
      "extinction × grey cloud × exposure time. Aperture losses, which change with seeing, are "
      "in the fit but not in that truth.", _grey),
     ("residual_map", "Residuals across the focal plane",
-     "Calibrated star magnitudes minus the truth (or the reference catalog), for the "
-     "Jacobian-aware and the legacy calibrations side by side, on one colour scale.",
+     "Calibrated star magnitudes minus the truth (or the reference catalog), for every "
+     "calibration side by side on one colour scale: the three joint models (monolithic, "
+     "separated, reference-free; fitted on the same stars when the problem is small, the "
+     "configured one writing the calibrations) and the single-detector Jacobian-aware and legacy ones.",
      _residual_maps),
     ("residual_radius", "Radial trend",
      "Binned median residual against distance from the pointing: the legacy calibration "

@@ -177,6 +177,7 @@ class _Run:
         mode = cfg.distributed
         if self.ex.client is not None and (mode == "always" or (mode == "auto" and len(obs) >= 200_000)):
             kwargs["client"] = self.ex.client
+        t_fit = time.perf_counter()
         try:
             sol = _fit_joint_task(obs, wcs, kwargs, self._joint_options())
         except PhotocalibError:
@@ -190,9 +191,11 @@ class _Run:
                         type(exc).__name__, exc)
             kwargs.pop("client")
             sol = _fit_joint_task(obs, wcs, kwargs, self._joint_options())
+        seconds = time.perf_counter() - t_fit
         self.run.joint_dir.mkdir(parents=True, exist_ok=True)
         sol.write(self.run.joint_solution)
         outputs = [self.run.joint_solution]
+        outputs += self._compare_models(obs, wcs, kwargs, seconds)
         for (visit, detector) in sorted(wcs):
             try:
                 calib = sol.photo_calib(visit, detector)
@@ -204,6 +207,42 @@ class _Run:
             calib.write(path)
             outputs.append(path)
         self.run.mark_done(step, "all", outputs, fingerprint=fp)
+
+    def _compare_models(self, obs: pd.DataFrame, wcs, kwargs: dict[str, Any], seconds: float) -> list[Path]:
+        """Fit the other two joint models on the same stars, for the report's comparison.
+
+        Each solution goes to ``joint/models/<model>.fits`` and the fit times (s) to
+        ``joint/models/models.json``; only the configured model writes calibrations. Runs when
+        ``[report] compare_models`` says so (``auto``: a small problem).
+        """
+        mode = self.config.report.compare_models
+        if mode == "never" or (mode == "auto" and len(obs) > self.config.report.compare_max_observations):
+            return []
+        chosen = kwargs["model"]
+        folder = self.run.joint_dir / "models"
+        folder.mkdir(parents=True, exist_ok=True)
+        info: dict[str, Any] = {"chosen": chosen, "observations": len(obs), "models": {chosen: {"seconds": seconds}}}
+        outputs: list[Path] = []
+        for model in ("monolithic", "separated", "reference-free"):
+            if model == chosen:
+                continue
+            options = self._joint_options()
+            if model == "monolithic":
+                options["grey_gradient"] = False
+            other = {k: v for k, v in kwargs.items() if k != "client"} | {"model": model}
+            t0 = time.perf_counter()
+            try:
+                sol = _fit_joint_task(obs, wcs, other, options)
+            except Exception as exc:  # noqa: BLE001 - a comparison model that cannot fit is reported, not fatal
+                log.warning("joint model %s for the comparison failed: %s", model, exc)
+                info["models"][model] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            info["models"][model] = {"seconds": time.perf_counter() - t0}
+            path = folder / f"{model}.fits"
+            sol.write(path)
+            outputs.append(path)
+        write_json(folder / "models.json", info)
+        return outputs + [folder / "models.json"]
 
     def _check_processed_joint(self, obs: pd.DataFrame) -> None:
         """StepSkipped where survey-processed images cannot have a joint fit; each unit then

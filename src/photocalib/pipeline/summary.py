@@ -57,6 +57,31 @@ class VisitFrame:
         return -u, v  # east-left display is handled by the plot; keep +x of pixels to +u
 
 
+def _compared(run: RunLayout) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The other joint models fitted for the comparison: ``{model: JointSolution}`` and the
+    comparison's record (``joint/models/models.json``); empty when there was none."""
+    from ..fit.joint import JointSolution
+    from .layout import read_json
+
+    folder = run.joint_dir / "models"
+    if not (folder / "models.json").is_file():
+        return {}, {}
+    info = read_json(folder / "models.json")
+    sols = {}
+    for model in info.get("models", {}):
+        path = folder / f"{model}.fits"
+        if model != info.get("chosen") and path.is_file():
+            sols[model] = JointSolution.read(path)
+    return sols, info
+
+
+def _model_calib(sol, unit: Unit):
+    try:
+        return sol.photo_calib(unit.visit, unit.detector)
+    except Exception:  # noqa: BLE001 - a detector the model left without a calibration
+        return None
+
+
 def _units_with(run: RunLayout, units: list[Unit], step: str) -> list[Unit]:
     return [u for u in units if run.is_done(step, u.name, verify=False)]
 
@@ -102,7 +127,7 @@ def _truth_star_flat(truth_dir, detector: int, gx: np.ndarray, gy: np.ndarray) -
     return sf[iy, ix]
 
 
-def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs, truth_dir=None) -> None:
+def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs, truth_dir=None, others=None) -> None:
     first_visit = min(u.visit for u in units)
     rows = []
     for u in (u for u in units if u.visit == first_visit):
@@ -112,7 +137,13 @@ def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs, truth_dir=None)
         fu, fv = frames[u.visit](ra, dec)
         calib = _calib_value(run, u, gx, gy)
         true_sf = _truth_star_flat(truth_dir, u.detector, gx, gy)
+        extra = {}
+        for model, sol in (others or {}).items():
+            c = _model_calib(sol, u)
+            extra[f"calib__{model}"] = (np.asarray(c.instflux_to_nanojansky(np.ones_like(gx), gx, gy), float).ravel()
+                                        if c is not None else np.nan)
         rows.append(pd.DataFrame({
+            **extra,
             "detector": u.detector,
             "row": np.repeat(np.arange(_GRID), _GRID), "col": np.tile(np.arange(_GRID), _GRID),
             "xi": fu.ravel(), "eta": fv.ravel(), "area": np.asarray(w.pixel_area(gx, gy)).ravel(),
@@ -123,32 +154,44 @@ def _focal_plane(run: RunLayout, units: list[Unit], frames, wcs, truth_dir=None)
     if np.isfinite(df["calib"]).any():
         # Calibration relative to its median: the star flat (mmag) for this visit.
         df["star_flat_mmag"] = 2500.0 * np.log10(df["calib"] / np.nanmedian(df["calib"]))
+    for col in [c for c in df.columns if c.startswith("calib__")]:
+        if np.isfinite(df[col]).any():
+            df[f"star_flat_mmag__{col[7:]}"] = 2500.0 * np.log10(df[col] / np.nanmedian(df[col]))
+        df = df.drop(columns=[col])
     if np.isfinite(df["true_sf"]).any():
         # A response S needs a calibration ∝ 1/S: in the same sense as the fitted map.
         df["truth_star_flat_mmag"] = -2500.0 * np.log10(df["true_sf"] / np.nanmedian(df["true_sf"]))
     write_parquet(df.drop(columns=["calib", "true_sf"]), run.tables / "focal_plane.parquet")
 
 
-def _grey(run: RunLayout, units: list[Unit], truth) -> None:
-    """Per-visit grey term: mean over detectors of the calibration (the star flat cancels)."""
-    values = []
-    for u in units:
-        path = run.joint_calib(u.visit, u.detector)
-        if not path.is_file():
-            continue
-        from ..calib import PhotoCalib
-
-        values.append((u.visit, u.detector, PhotoCalib.read(path).mean()))
-    if not values:
-        return
+def _grey_series(values: list[tuple[int, int, float]]):
     df = pd.DataFrame(values, columns=["visit", "detector", "mean"])
     df["mmag"] = 2500.0 * np.log10(df["mean"])
     # Only detectors seen in every visit, so the star flat cancels exactly in the mean.
     n_vis = df["visit"].nunique()
     common = df.groupby("detector")["visit"].transform("nunique") == n_vis
     grey = df[common].groupby("visit")["mmag"].mean()
-    grey -= grey.mean()
+    return grey - grey.mean()
+
+
+def _grey(run: RunLayout, units: list[Unit], truth, others=None) -> None:
+    """Per-visit grey term: mean over detectors of the calibration (the star flat cancels)."""
+    from ..calib import PhotoCalib
+
+    values = []
+    for u in units:
+        path = run.joint_calib(u.visit, u.detector)
+        if not path.is_file():
+            continue
+        values.append((u.visit, u.detector, PhotoCalib.read(path).mean()))
+    if not values:
+        return
+    grey = _grey_series(values)
     out = pd.DataFrame({"visit": grey.index.to_numpy(np.int64), "grey_mmag": grey.to_numpy()})
+    for model, sol in (others or {}).items():
+        calibs = [(u.visit, u.detector, c.mean()) for u in units if (c := _model_calib(sol, u)) is not None]
+        if calibs:
+            out[f"grey_mmag__{model}"] = _grey_series(calibs).reindex(out["visit"]).to_numpy()
     if truth is not None and truth.visits is not None:
         t = truth.visits.set_index("visit")["grey_mag"] * 1000.0
         t = t.reindex(out["visit"]).to_numpy()
@@ -156,7 +199,8 @@ def _grey(run: RunLayout, units: list[Unit], truth) -> None:
     write_parquet(out, run.tables / "grey.parquet")
 
 
-def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth, refcat) -> pd.DataFrame:
+def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth, refcat,
+               others=None) -> pd.DataFrame:
     frames_out = []
     if truth is not None:
         against, ref = "truth", truth.stars
@@ -184,9 +228,15 @@ def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth,
         # comparison; the calibration scales flux and error alike, so the instrumental ratio holds.
         ref_err = (ref["flux_err"].to_numpy(float)[idx] / true_flux if against != "truth" and "flux_err" in ref.columns
                    else np.zeros(idx.size))
-        for column, name, inst in (("flux_nJy", f"joint ({model})", "instflux"),
+        for other, sol in (others or {}).items():
+            c = _model_calib(sol, u)
+            if c is not None and "instflux" in df.columns:
+                df = df.assign(**{f"flux__{other}": c.instflux_to_nanojansky(
+                    df["instflux"].to_numpy(float), df["x"].to_numpy(float), df["y"].to_numpy(float))})
+        compared = [(f"flux__{m}", f"joint ({m})", "instflux") for m in (others or {})]
+        for column, name, inst in [("flux_nJy", f"joint ({model})", "instflux"), *compared,
                                    ("flux_jacobian_aware", "single, Jacobian-aware", "instflux"),
-                                   ("flux_legacy", "single, legacy (constant on SB)", "instflux_sb")):
+                                   ("flux_legacy", "single, legacy (constant on SB)", "instflux_sb")]:
             if column not in df.columns:
                 continue
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -276,7 +326,8 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
         write_json(run.tables / "headline.json", _headline(pd.DataFrame(), counts or {}))
         return
     frames, wcs = _frames(run, units)
-    _focal_plane(run, units, frames, wcs, inputs.truth)
+    others, compared = _compared(run)
+    _focal_plane(run, units, frames, wcs, inputs.truth, others)
     band = None
     try:
         from astropy.io import fits
@@ -295,16 +346,26 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
             # processing step did (its colour term), at the first exposure's epoch (proper
             # motions over the run's span are far below the match radius).
             refcat = _survey_reference(run, units[0], inputs.refcat, band)
-    _grey(run, units, truth)
-    res = _residuals(run, units, frames, config, truth, refcat)
+    _grey(run, units, truth, others)
+    res = _residuals(run, units, frames, config, truth, refcat, others)
     base = {"visits": len({u.visit for u in units}), "detectors": len({u.detector for u in units})}
     base.update(counts or {})
     items = _headline(res, base)
+    for model, rec in compared.get("models", {}).items():
+        label = f"joint ({model})" + (": the run's calibration" if model == compared.get("chosen") else "")
+        if "seconds" in rec:
+            items.append({"name": f"{label}: fit time", "value": float(rec["seconds"]), "unit": "s"})
+        else:
+            items.append({"name": f"{label}: fit failed", "value": str(rec.get("error", "")), "unit": ""})
     fp = read_table(run.tables / "focal_plane.parquet")
-    if {"star_flat_mmag", "truth_star_flat_mmag"} <= set(fp.columns):
-        d = (fp["star_flat_mmag"] - fp["truth_star_flat_mmag"]).to_numpy(float)
+    chosen = config.calibration.joint_model
+    for col in [c for c in fp.columns if c.startswith("star_flat_mmag")]:
+        if "truth_star_flat_mmag" not in fp.columns:
+            break
+        d = (fp[col] - fp["truth_star_flat_mmag"]).to_numpy(float)
         d = d[np.isfinite(d)]
+        name = col.split("__")[1] if "__" in col else chosen
         if d.size:
-            items.append({"name": "joint star flat − true star flat: RMS over the focal plane",
+            items.append({"name": f"joint ({name}) star flat − true star flat: RMS over the focal plane",
                           "value": float(np.sqrt(np.mean((d - d.mean()) ** 2))), "unit": "mmag"})
     write_json(run.tables / "headline.json", items)
