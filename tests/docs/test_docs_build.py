@@ -38,7 +38,7 @@ pytestmark = [
 # README's figures, the gallery with figures made while building, the API reference.
 EXAMPLES = ["pixel_area_demo", "real_survey_file", "chromatic_flats", "pipeline_api"]
 PAGES = ["index.html", "guide/kinds.html", "guide/joint.html", "auto_examples/index.html",
-         *(f"auto_examples/{name}.html" for name in EXAMPLES), "api/fields.html"]
+         *(f"auto_examples/{name}.html" for name in EXAMPLES), "api/fields.html", "design.html"]
 
 
 @pytest.fixture(scope="module")
