@@ -100,3 +100,25 @@ def test_bad_arguments():
         PixelMapping.build(_wavy, (10, 10), tolerance=0.0)
     with pytest.raises(pc.InputError, match="shape"):
         PixelMapping.build(_wavy, (0, 10))
+
+
+def test_grow_bits_is_a_box_dilation_of_the_chosen_bits():
+    from scipy.ndimage import binary_dilation
+
+    from photocalib.warp import _kernels
+
+    rng = np.random.default_rng(11)
+    mask = np.zeros((70, 53), np.uint32)
+    mask[rng.random(mask.shape) < 0.01] |= np.uint32(1)
+    mask[rng.random(mask.shape) < 0.01] |= np.uint32(4)
+    mask[0, 0] = mask[-1, -1] = 1
+    mask[rng.random(mask.shape) < 0.05] |= np.uint32(2)  # not grown
+    for radius in (1, 2, 3):
+        out = _kernels.grow_bits(mask, np.uint32(1 | 4), radius)
+        expected = mask.copy()
+        for bit in (1, 4):
+            grown = binary_dilation((mask & bit) != 0, structure=np.ones((2 * radius + 1,) * 2, bool))
+            expected[grown] |= np.uint32(bit)
+        np.testing.assert_array_equal(out, expected)
+    clean = np.full((5, 6), 2, np.uint32)
+    assert _kernels.grow_bits(clean, np.uint32(1), 2) is clean

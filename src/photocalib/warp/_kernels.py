@@ -22,7 +22,10 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["BILINEAR", "LANCZOS3", "N_PHASE", "eval_mapping", "lanczos3_table", "resample"]
+__all__ = [
+    "BILINEAR", "LANCZOS3", "N_PHASE", "eval_mapping", "grow_bits", "lanczos3_table", "resample",
+    "surface_brightness_planes",
+]
 
 #: Kernel codes passed to :func:`resample`.
 LANCZOS3 = 3
@@ -74,6 +77,32 @@ def _lanczos3(f, table, w):
     for n in range(6):
         a = table[i, n]
         w[n] = a + u * (table[i + 1, n] - a)
+
+
+@nb.njit(inline="always", cache=True)
+def _lanczos3_w(f, table):
+    """The six Lanczos-3 weights at phase ``0 <= f < 1`` as scalars (kept in registers)."""
+    n_phase = table.shape[0] - 1
+    p = f * n_phase
+    i = int(p)
+    if i >= n_phase:
+        i = n_phase - 1
+    u = p - i
+    return (table[i, 0] + u * (table[i + 1, 0] - table[i, 0]),
+            table[i, 1] + u * (table[i + 1, 1] - table[i, 1]),
+            table[i, 2] + u * (table[i + 1, 2] - table[i, 2]),
+            table[i, 3] + u * (table[i + 1, 3] - table[i, 3]),
+            table[i, 4] + u * (table[i + 1, 4] - table[i, 4]),
+            table[i, 5] + u * (table[i + 1, 5] - table[i, 5]))
+
+
+@nb.njit(inline="always", cache=True)
+def _dot6(a, r, c, w):
+    """``sum_n w_n a[r, c + n]`` for six taps, in the array's precision: ``w`` holds the weights
+    in ``a``'s dtype, so a float32 image's rows are summed in float32 (six terms: a relative
+    rounding of ~1e-7, unbiased) and only the six row sums are combined in float64."""
+    return (w[0] * a[r, c] + w[1] * a[r, c + 1] + w[2] * a[r, c + 2] + w[3] * a[r, c + 3]
+            + w[4] * a[r, c + 4] + w[5] * a[r, c + 5])
 
 
 @nb.njit(cache=True)
@@ -167,6 +196,8 @@ def resample(
     for t in range(ntile):
         wx = np.empty(6)
         wy = np.empty(6)
+        wq = np.empty(6, dtype=src.dtype)
+        wv = np.empty(6, dtype=var.dtype)
         x0 = tx0[t]
         y0 = ty0[t]
         off = texact[t]
@@ -205,7 +236,22 @@ def resample(
                 accv = 0.0
                 trx = False
                 try_ = False
-                if fx >= 0 and fy >= 0 and fx + ntap <= nx_in and fy + ntap <= ny_in:
+                if order == 3 and fx >= 0 and fy >= 0 and fx + 6 <= nx_in and fy + 6 <= ny_in:
+                    # Interior Lanczos-3, the common case: weights in registers, the 6x6 sums
+                    # unrolled, image and variance in one pass over the footprint's rows.
+                    x0_, x1_, x2_, x3_, x4_, x5_ = _lanczos3_w(xi - ix, table)
+                    y0_, y1_, y2_, y3_, y4_, y5_ = _lanczos3_w(yi - iy, table)
+                    wq[0], wq[1], wq[2], wq[3], wq[4], wq[5] = x0_, x1_, x2_, x3_, x4_, x5_
+                    acc = (y0_ * _dot6(src, fy, fx, wq) + y1_ * _dot6(src, fy + 1, fx, wq)
+                           + y2_ * _dot6(src, fy + 2, fx, wq) + y3_ * _dot6(src, fy + 3, fx, wq)
+                           + y4_ * _dot6(src, fy + 4, fx, wq) + y5_ * _dot6(src, fy + 5, fx, wq))
+                    if has_var:
+                        wv[0], wv[1], wv[2] = x0_ * x0_, x1_ * x1_, x2_ * x2_
+                        wv[3], wv[4], wv[5] = x3_ * x3_, x4_ * x4_, x5_ * x5_
+                        accv = (y0_ * y0_ * _dot6(var, fy, fx, wv) + y1_ * y1_ * _dot6(var, fy + 1, fx, wv)
+                                + y2_ * y2_ * _dot6(var, fy + 2, fx, wv) + y3_ * y3_ * _dot6(var, fy + 3, fx, wv)
+                                + y4_ * y4_ * _dot6(var, fy + 4, fx, wv) + y5_ * y5_ * _dot6(var, fy + 5, fx, wv))
+                elif fx >= 0 and fy >= 0 and fx + ntap <= nx_in and fy + ntap <= ny_in:
                     # interior: the whole footprint is inside the input, no per-tap checks
                     if order == 3:
                         _lanczos3(xi - ix, table, wx)
@@ -264,3 +310,64 @@ def resample(
                 out[y, x] = acc
                 out_var[y, x] = accv if has_var else np.nan
                 out_mask[y, x] = bits
+
+
+@nb.njit(nogil=True, cache=True)
+def grow_bits(mask, bits, radius):
+    """``mask`` with ``bits`` ORed into every pixel within ``radius`` (a square) of a pixel that
+    has them; ``mask`` itself when none has. Separable and streaming: each row's bits are grown
+    along the row into a ring of the last 2·radius + 1 rows, which are ORed down the columns; no
+    full-size temporary but the result."""
+    ny, nx = mask.shape
+    b = np.uint32(bits)
+    found = False
+    for y in range(ny):
+        acc = np.uint32(0)
+        for x in range(nx):
+            acc |= mask[y, x]
+        if acc & b:
+            found = True
+            break
+    if not found:
+        return mask
+    out = mask.copy()
+    row = np.zeros(nx, dtype=np.uint32)
+    # A ring of the last 2·radius + 1 rows' horizontally grown bits: row y is final once rows up
+    # to y + radius are in.
+    # The horizontally grown bits of rows y .. y + radius are needed before row y is final:
+    # process row yy = y + radius, then finish row y.
+    hgrown = np.zeros((2 * radius + 1, nx), dtype=np.uint32)
+    for yy in range(ny + radius):
+        slot = yy % (2 * radius + 1)
+        if yy < ny:
+            for x in range(nx):
+                row[x] = mask[yy, x] & b
+            for x in range(nx):
+                v = np.uint32(0)
+                for d in range(max(x - radius, 0), min(x + radius, nx - 1) + 1):
+                    v |= row[d]
+                hgrown[slot, x] = v
+        else:
+            for x in range(nx):
+                hgrown[slot, x] = 0
+        y = yy - radius
+        if y < 0:
+            continue
+        for x in range(nx):
+            v = np.uint32(0)
+            for d in range(2 * radius + 1):
+                v |= hgrown[d, x]
+            out[y, x] |= v
+    return out
+
+
+@nb.njit(nogil=True, cache=True)
+def surface_brightness_planes(image, variance, area, values, var_out, has_var):
+    """``values = image / area`` and ``var_out = variance / area²`` in one pass (no temporaries)."""
+    ny, nx = image.shape
+    for y in range(ny):
+        for x in range(nx):
+            a = area[y, x]
+            values[y, x] = image[y, x] / a
+            if has_var:
+                var_out[y, x] = variance[y, x] / (a * a)

@@ -124,25 +124,9 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return view
 
 
-def _grow_bits(mask: np.ndarray, bits: np.uint32, radius: int) -> np.ndarray:
-    """``mask`` with ``bits`` ORed into every pixel within ``radius`` (a square), separably."""
-    sel = mask & bits
-    if not sel.any():
-        return mask
-    grown = sel.copy()
-    for axis in (1, 0):
-        base = grown.copy()
-        n = base.shape[axis]
-        for shift in range(1, radius + 1):
-            if shift >= n:
-                break
-            lo = [slice(None)] * 2
-            hi = [slice(None)] * 2
-            lo[axis] = slice(0, n - shift)
-            hi[axis] = slice(shift, n)
-            grown[tuple(lo)] |= base[tuple(hi)]
-            grown[tuple(hi)] |= base[tuple(lo)]
-    return mask | grown
+def _native(a: np.ndarray) -> np.ndarray:
+    """``a`` in native byte order (FITS data arrive big-endian)."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
 @dataclass(frozen=True, eq=False)
@@ -344,7 +328,7 @@ def warp_arrays(
             raise InputError(f"mask shape {mask.shape} differs from image shape {image.shape}")
         mask = np.ascontiguousarray(mask, dtype=np.uint32)
         if order == _kernels.LANCZOS3:
-            mask = _grow_bits(mask, np.uint32(grow_bits), 2)
+            mask = _kernels.grow_bits(mask, np.uint32(grow_bits), 2)
     else:
         mask = np.zeros((1, 1), dtype=np.uint32)
 
@@ -353,9 +337,10 @@ def warp_arrays(
         a_out = dst_area if dst_area is not None else _area(dst, Box(int(origin[0]), int(origin[1]), nx, ny))
         if a_in.shape != image.shape or a_out.shape != (ny, nx):
             raise InputError("pixel-area images must match the input and output shapes")
-        values = np.divide(image, a_in, out=np.empty(image.shape, dtype), casting="unsafe")
-        if has_var:
-            var_in = np.divide(variance, np.square(a_in), out=np.empty(image.shape, dtype), casting="unsafe")
+        values = np.empty(image.shape, dtype)
+        var_in = np.empty(image.shape if has_var else (1, 1), dtype)
+        _kernels.surface_brightness_planes(
+            _native(image), _native(variance) if has_var else values[:1, :1], _native(a_in), values, var_in, has_var)
         area_out = np.ascontiguousarray(a_out, dtype=np.float64)
         use_area = True
     else:
