@@ -139,6 +139,34 @@ def _weights(x, size, order, table, w):
     return first, ntap, truncated
 
 
+@nb.njit(cache=True, fastmath={"reassoc", "contract", "arcp"})
+def _edge_sums(src, var, has_var, xi, yi, order, table, wx, wy):
+    """Kernel sums at a point whose taps reach past the input's edge (the rare path): the taps
+    outside are dropped and the rest renormalised. Returns (sum, variance sum, cut in x, in y)."""
+    ny_in, nx_in = src.shape
+    fx, nxt, trx = _weights(xi, nx_in, order, table, wx)
+    fy, nyt, try_ = _weights(yi, ny_in, order, table, wy)
+    acc = 0.0
+    accv = 0.0
+    for m in range(nyt):
+        wm = wy[m]
+        if wm == 0.0:
+            continue
+        row = fy + m
+        s = 0.0
+        sv = 0.0
+        for n in range(nxt):
+            wn = wx[n]
+            if wn == 0.0:
+                continue
+            s += wn * src[row, fx + n]
+            if has_var:
+                sv += wn * wn * var[row, fx + n]
+        acc += wm * s
+        accv += wm * wm * sv
+    return acc, accv, trx, try_
+
+
 @nb.njit(cache=True)
 def _map_point(t, x, y, tx0, ty0, tsx, tsy, coef_x, coef_y):
     u = (x - tx0[t]) / tsx[t]
@@ -273,24 +301,7 @@ def resample(
                                 sv += wx[n] * wx[n] * var[fy + m, fx + n]
                             accv += wy[m] * wy[m] * sv
                 else:
-                    fx, nxt, trx = _weights(xi, nx_in, order, table, wx)
-                    fy, nyt, try_ = _weights(yi, ny_in, order, table, wy)
-                    for m in range(nyt):
-                        wm = wy[m]
-                        if wm == 0.0:
-                            continue
-                        row = fy + m
-                        s = 0.0
-                        sv = 0.0
-                        for n in range(nxt):
-                            wn = wx[n]
-                            if wn == 0.0:
-                                continue
-                            s += wn * src[row, fx + n]
-                            if has_var:
-                                sv += wn * wn * var[row, fx + n]
-                        acc += wm * s
-                        accv += wm * wm * sv
+                    acc, accv, trx, try_ = _edge_sums(src, var, has_var, xi, yi, order, table, wx, wy)
                 bits = np.uint32(0)
                 if trx or try_:
                     bits |= edge_bit
