@@ -110,6 +110,29 @@ def process_detector(
         unreadable ISR keywords.
     ImageKindError
         Never for the kinds above: each step gets the kind it needs.
+
+    Examples
+    --------
+    Two stars of 20000 counts on a flat-fielded (surface-brightness) image, no reference:
+
+    >>> import numpy as np
+    >>> from astropy.wcs import WCS
+    >>> import photocalib as pc
+    >>> w = WCS(naxis=2)
+    >>> w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> w.wcs.crval, w.wcs.crpix = [150.0, 2.0], [64.5, 64.5]
+    >>> w.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]          # 0.2" pixels: A = 0.04 arcsec²
+    >>> yy, xx = np.mgrid[:128, :128]
+    >>> stars = sum(2e4 / (8 * np.pi) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0)
+    ...             for x, y in [(30, 40), (90, 80)])
+    >>> counts = np.random.default_rng(1).poisson(stars + 50.0).astype(float)
+    >>> exp = pc.Exposure(counts / 0.04, variance=counts / 0.04**2, wcs=pc.SkyWcs(w),
+    ...                   kind="SURFACE_BRIGHTNESS")
+    >>> res = process_detector(exp, background=pc.background.BackgroundConfig(mesh_size=32, order=0))
+    >>> res.exposure.kind.value, np.round(res.catalog["x"]).tolist()
+    ('FLUENCE', [30.0, 90.0])
+    >>> bool(np.allclose(res.catalog["instflux"], 2e4, rtol=0.03)), res.calibrations
+    (True, {})
     """
     isr = isr or IsrConfig()
     background = background or BackgroundConfig()
