@@ -524,3 +524,21 @@ def test_an_image_larger_than_memory_is_refused_up_front(tmp_path, sip_header, m
                                        str(tmp_path / "sb.fits")])
     _one_line_error(result, "GB on disk")
     assert not (tmp_path / "sb.fits").exists()
+
+
+def test_run_folder_on_a_read_only_mount_is_one_line(tmp_path, files, monkeypatch):
+    """What a read-only mount does to the first file a run writes (root ignores chmod, so the
+    refusal is injected where the run writes first: its lock)."""
+    import errno
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.path))
+
+    monkeypatch.setattr(RunLock, "_try_create", read_only)
+    header = fits.getheader(files["exposure"])
+    header["VISIT"] = 1
+    raw = tmp_path / "v1.fits"
+    fits.PrimaryHDU(np.zeros((48, 64), np.float32), header=header).writeto(raw)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--out", str(out)])
+    _one_line_error(result, "Read-only file system", str(out))
