@@ -362,8 +362,15 @@ class GaussNewton:
                     self.w = self.w0 * _within(self.prob, self.mapper.r, self.mapper.w, self.w0, self.ref_w,
                                                cfg.n_sigma)
                     self.rounds += 1
+                    self._restart(dp, dM)
+                else:
+                    # Least squares drags a star's magnitude towards a gross outlier, the more so
+                    # as an outlier that brightened a star has a smaller σ; the Cauchy cost
+                    # would then keep it there. Re-centre each star on the median of its
+                    # residuals (the calibration is nearly right already) before reweighting.
+                    self.M = self.M + _group_median(self.mapper.r, self.prob.star, self.n_s)
+                    self._restart(np.zeros_like(dp), np.zeros_like(dM))
                 self.phase += 1
-                self._restart(dp, dM)
                 continue
             if small and not full and more:
                 self.force_full = True  # confirm with the true Hessian (and get the covariance)

@@ -81,7 +81,9 @@ Errors: parameter covariance from the constrained inverse of the reduced Hessian
 magnitude variances ``1/W_s + u_sᵀ C u_s / W_s²`` (the measurement and calibration parts).
 
 Outliers, inside the solve: from the robust start the fit first converges roughly by least
-squares, then minimises the Cauchy cost ``Σ c² ln(1 + z² / c²)`` (``z`` the normalised residual,
+squares, re-centres each star on the median of its residuals (least squares drags a star
+towards a gross outlier, the more as an outlier that brightened it has the smaller σ), then
+minimises the Cauchy cost ``Σ c² ln(1 + z² / c²)`` (``z`` the normalised residual,
 ``c = robust_scale``, 3 by default) by iteratively reweighted least squares: each map computes
 the weights ``w / (1 + z² / c²)`` from its own residuals, so a gross outlier loses its weight
 within the Gauss–Newton iterations instead of in rounds of rejecting and re-solving. At the
