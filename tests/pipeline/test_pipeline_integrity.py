@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from mini_survey import write_mini_survey
 
 from photocalib.cli import main
-from photocalib.pipeline.layout import RunLock
+from photocalib.pipeline.layout import RunLock, _process_start
 
 DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
 CONFIG = """
@@ -155,6 +155,7 @@ def test_a_busy_run_folder_is_refused_naming_the_holder(survey, tmp_path):
     try:
         lock = RunLock(out)
         lock.record["pid"] = holder.pid
+        lock.record["pid_start"] = _process_start(holder.pid)
         assert lock._try_create()
         result = _run(survey, out)
         assert result.exit_code == 2, result.output

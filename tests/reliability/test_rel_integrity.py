@@ -542,3 +542,20 @@ def test_run_folder_on_a_read_only_mount_is_one_line(tmp_path, files, monkeypatc
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", "--raw", str(raw), "--out", str(out)])
     _one_line_error(result, "Read-only file system", str(out))
+
+
+def test_lock_whose_pid_was_reused_is_taken_over(tmp_path):
+    """A holder's PID now running another process (a reused number) is no holder."""
+    from photocalib.pipeline.layout import _process_start
+
+    if _process_start(os.getpid()) is None:
+        pytest.skip("needs /proc")
+    holder = RunLock(tmp_path)
+    holder.record["pid_start"] = _process_start(os.getpid()) - 1  # this PID, another start
+    assert holder._try_create()
+    with RunLock(tmp_path) as lock:
+        assert lock.holder()["token"] == lock.record["token"]
+    # The same PID with its own start time is a live holder.
+    assert RunLock(tmp_path)._try_create()
+    with pytest.raises(RunBusyError):
+        RunLock(tmp_path).acquire()

@@ -93,6 +93,16 @@ def content_fingerprint(path: str | os.PathLike, full_limit: int = FULL_HASH_LIM
     return digest.hexdigest()[:32]
 
 
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            # The command name (field 2) may hold spaces; the fields after it do not.
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class RunBusyError(PhotocalibError):
     """Another live run holds the run folder's lock."""
 
@@ -123,6 +133,7 @@ class RunLock:
         self.wait = float(wait)
         self.poll = float(poll)
         self.record = {"host": socket.gethostname(), "pid": os.getpid(),
+                       "pid_start": _process_start(os.getpid()),
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": os.urandom(8).hex()}
         self.held = False
 
@@ -147,9 +158,15 @@ class RunLock:
         if rec.get("host") != self.record["host"]:
             return False  # a process on another machine cannot be checked from here
         try:
-            return not pid_alive(int(rec.get("pid", -1)))
+            pid = int(rec.get("pid", -1))
         except (TypeError, ValueError):
             return True
+        if not pid_alive(pid):
+            return True
+        # A live PID may be another process that reused the dead holder's number.
+        started = rec.get("pid_start")
+        now = _process_start(pid)
+        return started is not None and now is not None and started != now
 
     def _try_create(self) -> bool:
         self.root.mkdir(parents=True, exist_ok=True)
