@@ -22,7 +22,6 @@ sys.path.insert(0, str(API.parents[1] / "src"))
 #: The layers in the order they build on one another (DESIGN.md); the top level comes first.
 LAYERS = ["execution", "fields", "astrometry", "image", "calib", "instruments", "isr", "background",
           "measure", "warp", "refcat", "fit", "sim", "pipeline", "cli"]
-_ROLE = {"class": "class", "func": "func", "data": "data", "module": "mod"}
 
 
 def public_names(module) -> list[str]:
@@ -60,6 +59,14 @@ def _homes(modules: list[str]) -> dict[int, str]:
     return homes
 
 
+def _relative(target: str, current: str) -> str:
+    """An autosummary entry for ``target`` on the page of module ``current`` (autosummary wants
+    names inside the current module written relative to it)."""
+    if target.startswith(current + "."):
+        target = target[len(current) + 1:]
+    return f"   ~{target}"
+
+
 def page(name: str, homes: dict[int, str]) -> str:
     module = importlib.import_module(name)
     own: dict[str, list[str]] = {"class": [], "func": [], "data": [], "module": []}
@@ -69,9 +76,9 @@ def page(name: str, homes: dict[int, str]) -> str:
         kind = _kind(obj)
         home = homes.get(id(obj)) if kind in ("class", "func") else None
         if kind == "module" and obj.__name__.count(".") == 1:
-            links.append(f"- :mod:`{obj.__name__}`")
+            links.append(_relative(obj.__name__, name))
         elif home and home != name:
-            links.append(f"- :{_ROLE[kind]}:`{attr} <{home}.{attr}>`")
+            links.append(_relative(f"{home}.{attr}", name))
         else:
             own[kind].append(attr)
     label = name.rsplit(".", 1)[-1]
@@ -86,7 +93,7 @@ def page(name: str, homes: dict[int, str]) -> str:
     if links:
         head = "Also available here"
         out += [head, "-" * len(head), "", "Documented on the page of the layer that defines them:",
-                "", *links, ""]
+                "", ".. autosummary::", "   :nosignatures:", "", *links, ""]
     return "\n".join(out)
 
 
