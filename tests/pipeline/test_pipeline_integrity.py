@@ -186,7 +186,9 @@ def test_concurrent_runs_into_one_folder_lose_nothing(survey, tmp_path):
                                  str(cfg), "--no-progress", "--in-process", *extra],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    a = start([1000, 1001, 1002])
+    # Both queue (--wait): whichever takes the folder first, the other runs after it. (Without
+    # --wait the second refuses, naming the holder: test_a_busy_run_folder_is_refused...)
+    a = start([1000, 1001, 1002], "--wait")
     b = start([1001, 1002, 1003], "--wait")
     out_a, err_a = a.communicate(600)
     out_b, err_b = b.communicate(600)
