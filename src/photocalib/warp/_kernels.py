@@ -344,31 +344,26 @@ def grow_bits(mask, bits, radius):
     out = mask.copy()
     row = np.zeros(nx, dtype=np.uint32)
     # A ring of the last 2·radius + 1 rows' horizontally grown bits: row y is final once rows up
-    # to y + radius are in.
-    # The horizontally grown bits of rows y .. y + radius are needed before row y is final:
-    # process row yy = y + radius, then finish row y.
+    # to y + radius are in, so row yy = y + radius is grown first, then row y finished.
     hgrown = np.zeros((2 * radius + 1, nx), dtype=np.uint32)
+    ring = 2 * radius + 1
     for yy in range(ny + radius):
-        slot = yy % (2 * radius + 1)
+        slot = yy % ring
+        for x in range(nx):
+            hgrown[slot, x] = 0
         if yy < ny:
             for x in range(nx):
                 row[x] = mask[yy, x] & b
-            for x in range(nx):
-                v = np.uint32(0)
-                for d in range(max(x - radius, 0), min(x + radius, nx - 1) + 1):
-                    v |= row[d]
-                hgrown[slot, x] = v
-        else:
-            for x in range(nx):
-                hgrown[slot, x] = 0
+            # Shift-and-OR along the row: each pass over x is a vectorisable loop.
+            for d in range(-radius, radius + 1):
+                for x in range(max(0, -d), min(nx, nx - d)):
+                    hgrown[slot, x] |= row[x + d]
         y = yy - radius
         if y < 0:
             continue
-        for x in range(nx):
-            v = np.uint32(0)
-            for d in range(2 * radius + 1):
-                v |= hgrown[d, x]
-            out[y, x] |= v
+        for d in range(ring):
+            for x in range(nx):
+                out[y, x] |= hgrown[d, x]
     return out
 
 
