@@ -71,8 +71,26 @@ def _compared(run: RunLayout) -> tuple[dict[str, Any], dict[str, Any]]:
     for model in info.get("models", {}):
         path = folder / f"{model}.fits"
         if model != info.get("chosen") and path.is_file():
-            sols[model] = JointSolution.read(path)
+            sols[model] = _CachedSolution(JointSolution.read(path))
     return sols, info
+
+
+class _CachedSolution:
+    """A joint solution whose per-detector calibrations are built once (the star flat, grey
+    and residual tables each ask for them)."""
+
+    def __init__(self, sol) -> None:
+        self._sol = sol
+        self._calibs: dict[tuple[int, int], Any] = {}
+
+    def photo_calib(self, visit: int, detector: int):
+        key = (visit, detector)
+        if key not in self._calibs:
+            try:
+                self._calibs[key] = self._sol.photo_calib(visit, detector)
+            except Exception:  # noqa: BLE001 - a detector the model left without a calibration
+                self._calibs[key] = None
+        return self._calibs[key]
 
 
 def _model_calib(sol, unit: Unit):
@@ -174,7 +192,15 @@ def _grey_series(values: list[tuple[int, int, float]]):
     return grey - grey.mean()
 
 
-def _grey(run: RunLayout, units: list[Unit], truth, others=None) -> None:
+def _grid_mean(calib, shape: tuple[int, int], n: int = 17) -> float:
+    """Mean of a calibration over a detector from an n × n grid of pixel centres: a smooth
+    field's mean to far below a mmag, without integrating a composite field exactly."""
+    ny, nx = shape
+    gy, gx = np.meshgrid(np.linspace(0, ny - 1, n), np.linspace(0, nx - 1, n), indexing="ij")
+    return float(np.mean(calib.instflux_to_nanojansky(np.ones_like(gx), gx, gy)))
+
+
+def _grey(run: RunLayout, units: list[Unit], truth, others=None, wcs=None) -> None:
     """Per-visit grey term: mean over detectors of the calibration (the star flat cancels)."""
     from ..calib import PhotoCalib
 
@@ -189,7 +215,8 @@ def _grey(run: RunLayout, units: list[Unit], truth, others=None) -> None:
     grey = _grey_series(values)
     out = pd.DataFrame({"visit": grey.index.to_numpy(np.int64), "grey_mmag": grey.to_numpy()})
     for model, sol in (others or {}).items():
-        calibs = [(u.visit, u.detector, c.mean()) for u in units if (c := _model_calib(sol, u)) is not None]
+        calibs = [(u.visit, u.detector, _grid_mean(c, wcs[(u.visit, u.detector)][1]) if wcs else c.mean())
+                  for u in units if (c := _model_calib(sol, u)) is not None]
         if calibs:
             out[f"grey_mmag__{model}"] = _grey_series(calibs).reindex(out["visit"]).to_numpy()
     if truth is not None and truth.visits is not None:
@@ -346,7 +373,7 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
             # processing step did (its colour term), at the first exposure's epoch (proper
             # motions over the run's span are far below the match radius).
             refcat = _survey_reference(run, units[0], inputs.refcat, band)
-    _grey(run, units, truth, others)
+    _grey(run, units, truth, others, wcs)
     res = _residuals(run, units, frames, config, truth, refcat, others)
     base = {"visits": len({u.visit for u in units}), "detectors": len({u.detector for u in units})}
     base.update(counts or {})
