@@ -357,7 +357,9 @@ class GaussNewton:
                 small = True
             self.force_full = False
             more = self.n_iter < cfg.max_iter
-            if self.phase < 2 and (small or (self.phase == 0 and self.last_step < 1e-3)) and more:
+            # Phases 0 and 1 only prepare the classification: 1 mmag (least squares) and 0.1 mmag
+            # (robust) steps are close enough for a 5σ cut; phase 2 converges to ``tol``.
+            if self.phase < 2 and (small or self.last_step < (1e-3 if self.phase == 0 else 1e-4)) and more:
                 if self.phase == 1:  # robust solution reached: keep what is within n_sigma of it
                     self.w = self.w0 * _within(self.prob, self.mapper.r, self.mapper.w, self.w0, self.ref_w,
                                                cfg.n_sigma)
