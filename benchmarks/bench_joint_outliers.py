@@ -10,6 +10,14 @@ removed), and the good observations each method lost.
 Usage::
 
     .venv/bin/python benchmarks/bench_joint_outliers.py [--max-obs 1e6] [--outlier-fraction 0.01]
+
+Measured (2-core machine shared with other jobs, load average 11, so wall times are ~4× the CPU
+times; ``--max-obs 1e5``): 98,446 observations, IRLS 22.5 s wall / 7.8 CPU s in 36 iterations,
+reject-and-resolve rounds 33.4 s / 11.8 CPU s in 71 iterations and 7 rounds (1.48× wall), both
+2.96 mmag bright-star rms against the truth, 3e-5 of good observations lost. The issue's targets
+(10⁷ observations and 10⁴ visits in 60 s; 10⁸ streamed from Parquet) were not run: the reduced
+system is still solved densely, which at 10⁴ visits is a 10⁴ × 10⁴ Cholesky per assembled
+Hessian, and the input is gathered into one process.
 """
 
 from __future__ import annotations
