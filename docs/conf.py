@@ -113,5 +113,82 @@ def _drop_missing_design(app, docname, source) -> None:
         source[0] = source[0].replace("\n   Design <design>\n", "\n")
 
 
+# -- photocalib's own names resolve wherever they are written -------------------------------
+# The reference documents each object once, under the layer that defines it
+# (photocalib.image.Exposure); text and docstrings also write the names users type
+# (photocalib.Exposure, photocalib.PhotoCalib.to_kind). Those are resolved to the documented
+# name, and a photocalib name that resolves to nothing is a warning (so an error under -W).
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(?!photocalib\b).*"),  # other projects' names: linked by intersphinx when online
+    (r"py:mod", r"photocalib\..*"),  # modules inside a layer are documented through the layer
+    (r"py:.*", r"photocalib\.\w+\.[a-z_]\w*\.\w+.*"),  # names inside such modules, not exported
+    (r"py:.*", r".*\._\w+.*"),  # private bases that show-inheritance names
+]
+_DOCUMENTED: dict[int, str] = {}
+
+
+def _documented_names() -> dict[int, str]:
+    """id(object) -> the name it is documented under, from the API pages' autosummary tables."""
+    if not _DOCUMENTED:
+        import importlib
+        import re
+
+        for page in sorted((DOCS / "api").glob("*.rst")):
+            text = page.read_text(encoding="utf-8")
+            module = re.search(r"^\.\. currentmodule:: (\S+)", text, flags=re.M)
+            if module is None:
+                continue
+            mod = importlib.import_module(module.group(1))
+            for block in re.findall(r"^\.\. autosummary::\n((?:   .*\n|\n)+)", text, flags=re.M):
+                for line in block.splitlines():
+                    entry = line.strip()
+                    if entry and not entry.startswith((":", "~")) and hasattr(mod, entry):
+                        _DOCUMENTED.setdefault(id(getattr(mod, entry)), f"{mod.__name__}.{entry}")
+    return _DOCUMENTED
+
+
+def _lookup(target: str):
+    """The object a dotted photocalib name points to, and the object holding it (or None)."""
+    import importlib
+
+    parts = target.split(".")
+    obj, parent = importlib.import_module(parts[0]), None
+    for i, part in enumerate(parts[1:], start=1):
+        if hasattr(obj, part):
+            obj, parent = getattr(obj, part), obj
+            continue
+        try:
+            obj, parent = importlib.import_module(".".join(parts[: i + 1])), obj
+        except ImportError:
+            return None, None
+    return obj, parent
+
+
+def _resolve_alias(app, env, node, contnode):
+    """missing-reference: map photocalib.X (any import path) to the name X is documented under."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    if not target.startswith("photocalib."):
+        return None
+    try:
+        obj, parent = _lookup(target)
+    except Exception:  # noqa: BLE001 - an unimportable name is simply not resolved
+        return None
+    if obj is None:
+        return None
+    names = _documented_names()
+    new = names.get(id(obj))
+    if new is None and parent is not None and id(parent) in names:
+        new = f"{names[id(parent)]}.{target.rsplit('.', 1)[-1]}"  # a method or attribute
+    if new is None or new == target:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(env, node.get("refdoc"), app.builder, node.get("reftype"), new,
+                               node, contnode)
+
+
 def setup(app):
     app.connect("source-read", _drop_missing_design)
+    app.connect("missing-reference", _resolve_alias)
