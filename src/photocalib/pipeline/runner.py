@@ -284,6 +284,11 @@ class _Run:
         for path in (run.manifest("joint", "all"), run.manifest("coadd", "all"), run.coadd,
                      run.joint_solution):
             path.unlink(missing_ok=True)
+        # The other models fitted for the report's comparison belong to the retired fit too.
+        models = run.joint_dir / "models"
+        if models.is_dir():
+            for path in models.iterdir():
+                path.unlink(missing_ok=True)
         for u in self.inputs.units:
             for path in (run.manifest("apply", u.name), run.joint_calib(u.visit, u.detector),
                          run.calexp(u.visit, u.detector), run.calibrated_catalog(u.visit, u.detector),
