@@ -11,12 +11,17 @@ import math
 import numpy as np
 
 from ..errors import InputError, PhotocalibError
+from . import _joint_sparse as _sparse
 from . import _kernels as K
 from . import _priors
 from ._joint_model import evaluate_blocks
 from ._joint_problem import Problem
 
-__all__ = ["linearize_chunk", "solve"]
+__all__ = ["SPARSE_MIN_PARAMS", "linearize_chunk", "solve"]
+
+#: ``solver="auto"`` solves the reduced system sparsely from this many calibration parameters
+#: on (below it the dense Cholesky is as fast and the existing results stay bit-for-bit).
+SPARSE_MIN_PARAMS = 3000
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +225,9 @@ class GaussNewton:
         rows, targets = model.constraints(prob)
         self.C, self.t = np.array(rows), np.array(targets)
         self.mapper = _Mapper(prob, client)
+        solver = getattr(cfg, "solver", "dense")
+        self.sparse = solver == "sparse" or (solver == "auto" and prob.n_p >= SPARSE_MIN_PARAMS)
+        self.cols = _sparse.jacobian_columns(prob) if self.sparse else None
         self._start()
         self.lam = None
         self.history: list[float] = []
@@ -252,8 +260,19 @@ class GaussNewton:
         vis = next(b for b in prob.blocks if b.group == "visit")
         self.p[vis.offset + np.arange(vis.n_groups) * vis.n_basis] = grey0
         self.ref_w = prob.ref_w if self.model.reference_in_chi2 else np.zeros(n_s)
+        if self.sparse:
+            self.Q = _sparse.prior(self.cfg, prob, grey0)
+            return
         Q = prior_matrix(self.cfg, prob, grey0)
         self.Q = np.zeros((prob.n_p, prob.n_p)) if Q is None else Q
+
+    def _factorise_sparse(self, we, W) -> None:
+        """Assemble the reduced Hessian sparsely and factorise its KKT form (see ``_joint_sparse``)."""
+        self.S = _sparse.reduced_matrix(self.prob, self.cols, self.mapper.D, we, W)
+        if self.lam is None:
+            diag = self.S.diagonal() + self.Q.Qs.diagonal()
+            self.lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
+        self.fact = _sparse.SparseSystem(self.S, self.Q, self.C, self.lam, self.prob)
 
     def _factorise(self, Npp, Ns) -> None:
         """Assemble the reduced Hessian (with the priors) and factorise its bordered form."""
@@ -287,7 +306,8 @@ class GaussNewton:
         prob, mapper, star, n_s = self.prob, self.mapper, self.prob.star, self.n_s
         p, M, ref_w = self.p, self.M, self.ref_w
         full = self.force_full or self.fact is None or self.last_step > 2e-2
-        Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], self.w, full, self.cfg.robust_scale if self.phase == 1 else None)
+        Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], self.w, full and not self.sparse,
+                                           self.cfg.robust_scale if self.phase == 1 else None)
         we = mapper.w  # the weights of this iteration (w, or its Cauchy reweighting)
         ref_b = ref_w * (prob.ref_m - M)
         chi2 = chi2_obs + float(np.sum(ref_w * (M - prob.ref_m) ** 2)) + float(p @ self.Q @ p)
@@ -303,7 +323,7 @@ class GaussNewton:
             self.p = prev[1] + self.step * prev[3]
             self.M = prev[2] + self.step * prev[4]
             return None
-        if full:
+        if full and not self.sparse:
             Ns, bs, W, B = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, we, mapper.r, ref_w, ref_b,
                                              prob.n_p, K.num_threads())
             self._factorise(Npp, Ns)
@@ -313,11 +333,16 @@ class GaussNewton:
             B = np.bincount(star, weights=we * mapper.r, minlength=n_s) + ref_b
             mean_r = np.where(W > 0, B / np.where(W > 0, W, 1.0), 0.0)
             rhs = K.rows_scatter(prob.starts, prob.nbs, mapper.D, we * (mapper.r - mean_r[star]), prob.n_p) - self.Q @ p
+            if full:
+                self._factorise_sparse(we, W)
         self.W = W
-        cho, X, CX = self.fact
         C, t = self.C, self.t
-        yv = sla.cho_solve(cho, rhs + self.lam * (C.T @ (t - C @ p)))
-        dp = yv - X @ np.linalg.solve(CX, C @ yv - (t - C @ p))
+        if self.sparse:
+            dp = self.fact.solve(rhs, t - C @ p)
+        else:
+            cho, X, CX = self.fact
+            yv = sla.cho_solve(cho, rhs + self.lam * (C.T @ (t - C @ p)))
+            dp = yv - X @ np.linalg.solve(CX, C @ yv - (t - C @ p))
         dmod = K.rows_dot(prob.starts, prob.nbs, mapper.D, dp)
         udp = np.bincount(star, weights=we * dmod, minlength=n_s)
         dM = np.where(W > 0, (B - udp) / np.where(W > 0, W, 1.0), 0.0)
@@ -405,8 +430,13 @@ class GaussNewton:
     def _assemble_final(self) -> None:
         """Ran out of iterations on a frozen Hessian: assemble it for the covariance."""
         prob, mapper = self.prob, self.mapper
-        Npp, _, _, _ = mapper(self.p, self.M[prob.star], self.w, True,
+        Npp, _, _, _ = mapper(self.p, self.M[prob.star], self.w, not self.sparse,
                               self.cfg.robust_scale if self.phase == 1 else None)
+        if self.sparse:
+            self.W = np.bincount(prob.star, weights=mapper.w, minlength=self.n_s) + self.ref_w
+            self.S = _sparse.reduced_matrix(prob, self.cols, mapper.D, mapper.w, self.W)
+            self.fact = None
+            return
         Ns, _, self.W, _ = K.eliminate_stars(prob.ptr, prob.starts, prob.nbs, mapper.D, mapper.w, mapper.r,
                                              self.ref_w, self.ref_w * (prob.ref_m - self.M), prob.n_p,
                                              K.num_threads())
@@ -420,6 +450,11 @@ class GaussNewton:
         prob = self.prob
         if not self.cfg.compute_errors:
             return np.zeros(prob.n_p), np.zeros(self.n_s)
+        if self.sparse:
+            fact = self.fact
+            if fact is None or fact.S is not self.S:
+                fact = _sparse.SparseSystem(self.S, self.Q, self.C, self.lam, prob)
+            return fact.errors(prob, self.cols, self.mapper.D, self.mapper.w)
         C = self.C
         Sp = self.S + self.lam * (C.T @ C)
         Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
