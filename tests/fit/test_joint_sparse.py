@@ -97,3 +97,31 @@ def test_sparse_reduced_matrix_and_prior_equal_the_dense_ones(problem, model):
 def test_solver_keyword_is_checked():
     with pytest.raises(InputError, match="solver must be 'auto', 'dense' or 'sparse'"):
         JointCalibrator("separated", solver="cholesky")
+
+
+def _run(cfg, obs, wcs, ref, bboxes):
+    gn = GaussNewton(cfg, cfg._model_class(cfg), prob := cfg._prepare(obs, wcs, ref, bboxes), None)
+    gn.run()
+    return gn, prob
+
+
+def test_auto_keeps_sparse_for_a_wide_survey_and_goes_dense_for_a_deep_field(problem, monkeypatch):
+    """``solver="auto"`` above the size threshold: sparse where visits couple only to their
+    neighbours, dense (same answer) where every visit shares stars with every other."""
+    from photocalib.fit import _joint_solver
+
+    monkeypatch.setattr(_joint_solver, "SPARSE_MIN_PARAMS", 0)
+    obs, wcs, truth, _ = problem
+    cfg = JointCalibrator("reference-free", star_flat_order=1, solver="auto")
+    deep, _ = _run(cfg, obs, wcs, None, truth.bboxes)
+    assert not deep.sparse
+    ref, _ = _run(JointCalibrator("reference-free", star_flat_order=1, solver="dense"), obs, wcs, None, truth.bboxes)
+    np.testing.assert_allclose(deep.M, ref.M, rtol=0, atol=1e-6)
+
+    camera = Camera.preset("hsc-like", n_detectors=4)
+    survey = make_survey(camera, n_visits=1000, seed=1, dither_fraction=np.sqrt(1000 / 8))
+    density = 20 / (np.pi * (camera.field_radius_arcsec / 3600.0) ** 2)
+    wobs, wwcs, wtruth = observations_from_truth(camera, survey, density=density, seed=1, wcs_factory="camera")
+    wide, prob = _run(cfg, wobs, wwcs, None, wtruth.bboxes)
+    assert wide.sparse
+    assert wide.S.nnz < 0.05 * prob.n_p**2  # (the sparse answer is the dense one: tests above)

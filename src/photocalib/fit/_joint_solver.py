@@ -22,6 +22,9 @@ __all__ = ["SPARSE_MIN_PARAMS", "linearize_chunk", "solve"]
 #: ``solver="auto"`` solves the reduced system sparsely from this many calibration parameters
 #: on (below it the dense Cholesky is as fast and the existing results stay bit-for-bit).
 SPARSE_MIN_PARAMS = 3000
+#: ... unless the reduced matrix is fuller than this (a deep field, where every visit shares
+#: stars with every other): then ``"auto"`` goes back to the dense Cholesky.
+SPARSE_MAX_FILL = 0.05
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +230,7 @@ class GaussNewton:
         self.mapper = _Mapper(prob, client)
         solver = getattr(cfg, "solver", "dense")
         self.sparse = solver == "sparse" or (solver == "auto" and prob.n_p >= SPARSE_MIN_PARAMS)
+        self.auto = solver == "auto"
         self.cols = _sparse.jacobian_columns(prob) if self.sparse else None
         self._start()
         self.lam = None
@@ -260,6 +264,7 @@ class GaussNewton:
         vis = next(b for b in prob.blocks if b.group == "visit")
         self.p[vis.offset + np.arange(vis.n_groups) * vis.n_basis] = grey0
         self.ref_w = prob.ref_w if self.model.reference_in_chi2 else np.zeros(n_s)
+        self.level0 = grey0
         if self.sparse:
             self.Q = _sparse.prior(self.cfg, prob, grey0)
             return
@@ -268,7 +273,15 @@ class GaussNewton:
 
     def _factorise_sparse(self, we, W) -> None:
         """Assemble the reduced Hessian sparsely and factorise its KKT form (see ``_joint_sparse``)."""
-        self.S = _sparse.reduced_matrix(self.prob, self.cols, self.mapper.D, we, W)
+        S = _sparse.reduced_matrix(self.prob, self.cols, self.mapper.D, we, W)
+        if self.auto and S.nnz > SPARSE_MAX_FILL * float(self.prob.n_p) ** 2:
+            # nearly dense coupling: the dense Cholesky is faster; stay dense from here on
+            self.sparse = False
+            Q = prior_matrix(self.cfg, self.prob, self.level0)
+            self.Q = np.zeros((self.prob.n_p, self.prob.n_p)) if Q is None else Q
+            self._factorise_full(S.toarray() + self.Q)
+            return
+        self.S = S
         if self.lam is None:
             diag = self.S.diagonal() + self.Q.Qs.diagonal()
             self.lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
@@ -276,10 +289,14 @@ class GaussNewton:
 
     def _factorise(self, Npp, Ns) -> None:
         """Assemble the reduced Hessian (with the priors) and factorise its bordered form."""
+        self._factorise_full(_symmetrize(Npp + Ns) + self.Q)
+
+    def _factorise_full(self, S: np.ndarray) -> None:
+        """Factorise the bordered form of the dense reduced Hessian ``S`` (priors included)."""
         import scipy.linalg as sla
 
         C, prob = self.C, self.prob
-        self.S = _symmetrize(Npp + Ns) + self.Q
+        self.S = S
         diag = np.diag(self.S).copy()
         if self.lam is None:
             self.lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
