@@ -157,6 +157,18 @@ def test_fits_round_trip_of_one_and_several_terms(tmp_path, rng):
         ColourTerm.read(tmp_path / "other.fits")
 
 
+def test_fits_round_trip_of_a_published_term_without_an_rms(tmp_path):
+    # A published term has no rms (NaN), which a FITS card cannot hold: the card is left out.
+    ct = pc.refcat.published_colour_term("gaia-dr2", "decam", "r")
+    assert np.isnan(ct.rms)
+    ct.write(tmp_path / "pub.fits")
+    back = ColourTerm.read(tmp_path / "pub.fits")
+    assert back.coefficients == ct.coefficients and back.colour_range == ct.colour_range
+    assert (back.reference_band, back.colour_bands, back.method) == (ct.reference_band, ct.colour_bands, ct.method)
+    assert np.isnan(back.rms) and back.meta == ct.meta and "→" in back.describe()
+    assert back.describe() == ct.describe()
+
+
 def test_bad_input():
     with pytest.raises(pc.InputError, match="usable stars"):
         ColourTerm.fit([0.1, 0.2, 0.3], [0.0, 0.0, 0.0], order=3)

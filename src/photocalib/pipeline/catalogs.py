@@ -129,7 +129,9 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
     ``<band>_flux`` when it has that band, else its band carried into the instrument's band by
     :func:`photocalib.refcat.colour_term_for`: the published empirical term where there is one
     (Gaia or PS1 → DECam), else, for Gaia, a synthetic term in BP − RP through the instrument's
-    bandpass (``bandpass``, a speclite filter name).
+    bandpass (``bandpass``, a speclite filter name). When a colour term was used, the table
+    has ``colour`` (the colour it was evaluated at) and ``flux_reference_band`` (the flux before
+    it, nJy) columns, and ``attrs['colour_term']`` holds the :class:`~photocalib.refcat.ColourTerm`.
 
     Raises
     ------
@@ -186,7 +188,11 @@ def reference_for(path: str | os.PathLike, band: str | None, *, bandpass: str | 
                         "flux": flux[keep], "flux_err": np.nan_to_num(err[keep])})
     if colour_name is not None:
         out["colour"] = np.asarray(table["colour"], np.float64)[keep]
+        # The reference band's flux before the colour term: the report plots the measured
+        # offset from it against colour, over the term, to show whether the term fits.
+        out["flux_reference_band"] = np.asarray(table[f"{ct.reference_band}_flux"], np.float64)[keep]
         out.attrs["colour_name"] = colour_name
+        out.attrs["colour_term"] = ct
     return out, note
 
 

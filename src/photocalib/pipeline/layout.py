@@ -266,6 +266,7 @@ class RunLayout:
         ``exposures/visit-V/det-D.fits`` (background-subtracted fluence, counts);
         ``catalogs/visit-V/det-D.parquet`` (sources, instrumental then calibrated);
         ``calib/single/visit-V/det-D.fits`` and ``calib/legacy/...`` (single-detector);
+        ``calib/colour_term/visit-V/det-D.fits`` (the colour term applied to a survey reference);
         ``calib/joint/`` (the joint solution and a PhotoCalib per (visit, detector));
         ``calexp/visit-V/det-D.fits`` (calibrated fluence, nJy);
         ``warps/visit-V/det-D.fits``; ``coadd/coadd.fits``; ``report/index.html``;
@@ -295,6 +296,11 @@ class RunLayout:
     def survey_calib(self, visit: int, detector: int) -> Path:
         """The calibration a processed image came with (its survey's zero point), FLUENCE."""
         return self.root / "calib" / "survey" / f"{self.unit_name(visit, detector)}.fits"
+
+    def colour_term(self, visit: int, detector: int) -> Path:
+        """The colour term that carried a survey reference into this image's band (FITS,
+        :meth:`photocalib.refcat.ColourTerm.read`); absent when none was needed."""
+        return self.root / "calib" / "colour_term" / f"{self.unit_name(visit, detector)}.fits"
 
     def joint_calib(self, visit: int, detector: int) -> Path:
         return self.root / "calib" / "joint" / f"{self.unit_name(visit, detector)}.fits"

@@ -283,6 +283,40 @@ def residual_vs_colour(colour: Mapping[str, np.ndarray], residual_mmag: Mapping[
     return fig
 
 
+def colour_term_fit(colour: np.ndarray, offset_mag: np.ndarray, term, colour_label: str = "colour (mag)",
+                    nbins: int = 10) -> Figure:
+    """The colour term ``term(colour)`` over its valid range, with the matched stars' measured
+    offsets (calibrated instrument magnitude − reference-band magnitude, before the term) as
+    binned medians ± standard error: where the points leave the curve the term does not fit.
+
+    ``term`` is a :class:`photocalib.refcat.ColourTerm` (anything with ``colour_range``,
+    ``target_band``, ``reference_band`` and a call giving mag); stars outside its range are
+    binned too, drawn beside the range's dashed limits.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    lo, hi = term.colour_range
+    c = np.asarray(colour, float)
+    finite = c[np.isfinite(c)]
+    span_lo = float(np.nanmin(finite)) if finite.size else lo
+    span_hi = float(np.nanmax(finite)) if finite.size else hi
+    grid_lo = lo if np.isfinite(lo) else span_lo
+    grid_hi = hi if np.isfinite(hi) else span_hi
+    grid = np.linspace(grid_lo, grid_hi, 200)
+    ax.plot(grid, 1000.0 * np.asarray(term(grid), float), "k-", lw=1.5,
+            label=f"colour term {term.target_band} − {term.reference_band}")
+    for edge in (lo, hi):
+        if np.isfinite(edge):
+            ax.axvline(edge, color="0.5", ls="--", lw=0.8)
+    bx, by, be, bn = binned_medians(c, 1000.0 * np.asarray(offset_mag, float), nbins)
+    ax.errorbar(bx, by, yerr=be, fmt="o", ms=4, capsize=3, color="C1",
+                label=f"matched stars: binned medians ({int(bn.sum())} stars)")
+    ax.set_xlabel(colour_label)
+    ax.set_ylabel(f"{term.target_band} (calibrated) − {term.reference_band} (reference)  [mmag]")
+    ax.set_title("Colour term and the measured offsets it should follow")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def background_fields(fields: Mapping[str, np.ndarray], extent: tuple[float, float, float, float],
                       reference: str, coadd_background: np.ndarray | None = None,
                       unit: str = "nJy/arcsec²") -> Figure:

@@ -42,6 +42,10 @@ class _Missing(Exception):
     """A piece of the run the section needs is absent (not an error: the report says so)."""
 
 
+class _NotApplicable(Exception):
+    """The section has nothing to show for runs of this kind (it is left out of the report)."""
+
+
 def read_table(path: Path):
     """Read a Parquet summary table as a pandas DataFrame (``_Missing`` if absent)."""
     import pandas as pd
@@ -152,6 +156,22 @@ def _residual_colour(run: RunLayout):
                                     _by_calibration(df, "residual_mmag"), colour_label=label)
 
 
+def _colour_term(run: RunLayout):
+    from ..refcat import ColourTerm
+
+    paths = sorted((run.root / "calib" / "colour_term").rglob("det-*.fits"))
+    if not paths:
+        raise _NotApplicable("no colour term was used")
+    df = read_table(run.tables / "colour_term.parquet")
+    # The offsets are for one band (the summary's); draw the term of an image in that band.
+    band = str(df["band"].iloc[0]) if len(df) else None
+    term = next((t for t in map(ColourTerm.read, paths) if t.target_band == band), None) or ColourTerm.read(paths[0])
+    df = df[df["band"] == term.target_band]
+    blue, red = term.colour_bands
+    return plots.colour_term_fit(df["colour"].to_numpy(float), df["offset_mag"].to_numpy(float), term,
+                                 colour_label=f"{blue} − {red} (reference, AB mag)")
+
+
 def _coadd(run: RunLayout, size: int):
     from .._io import open_fits
 
@@ -230,6 +250,12 @@ _FIGURES: list[tuple[str, str, str, Callable[..., object]]] = [
      "survey reference carried into the band by a colour term, the colour is the term's and the "
      "residuals are about the term: flat where the colour term fits.",
      _residual_colour),
+    ("colour_term", "Colour-term fit",
+     "The colour term that carried the survey reference into the instrument's band (solid; "
+     "dashed lines: its valid colour range), and the matched bright stars' calibrated "
+     "instrument magnitude minus their reference-band magnitude before the term, as medians in "
+     "bins of reference colour ± standard error. The points follow the curve where the term "
+     "fits; a constant offset between them is the calibration's zero point.", _colour_term),
     ("background_matching", "Background matching",
      "The smooth background fitted to each visit's difference from the reference visit on the "
      "coadd grid (fluence warps differenced, so the sources cancel; fitted as surface brightness, "
@@ -324,6 +350,8 @@ def write_report(run_dir: str | os.PathLike, cutout_size: int = 200, dpi: int = 
             with atomic_write(run.report_dir / name) as tmp:
                 tmp.write_bytes(png)
             section.png = name
+        except _NotApplicable:
+            continue
         except _Missing as exc:
             section.note = f"Not available: {exc}."
         except Exception as exc:  # noqa: BLE001 - one broken plot must not lose the report

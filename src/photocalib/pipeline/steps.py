@@ -150,8 +150,9 @@ def process_raw_unit(unit: Unit, flat_spec: str | None, refcat: str | None,
 def process_processed_unit(unit: Unit, refcat: str | None, config: Config):
     """One image its survey already flat-fielded through the library's chain, without ISR or
     flat: read with :func:`photocalib.instruments.read_exposures` (its weights become the
-    variance, its quality map the mask). Returns the chain's result and the image's own
-    calibration (its survey's zero point; None when it has none)."""
+    variance, its quality map the mask). Returns the chain's result, the image's own
+    calibration (its survey's zero point; None when it has none) and the colour term that
+    carried a survey reference into its band (None when none was needed)."""
     from ..fit import process_detector
     from ..instruments import read_exposures
 
@@ -163,6 +164,7 @@ def process_processed_unit(unit: Unit, refcat: str | None, config: Config):
         meta = exp.metadata
         band = str(meta.get("BAND", meta.get("FILTER", ""))).strip() or None
         ref = None
+        colour_term = None
         if refcat is not None:
             from ..instruments import get as get_instrument
 
@@ -170,6 +172,7 @@ def process_processed_unit(unit: Unit, refcat: str | None, config: Config):
             ref, note = reference_for(refcat, band, bandpass=instrument.bandpass(band),
                                       mjd=meta.get("MJD"))
             log.info("%s: reference %s", where, note)
+            colour_term = ref.attrs.get("colour_term")
         background = config.background
         small = min(exp.shape)
         if background.enabled and small < 2 * background.mesh_size:
@@ -182,7 +185,7 @@ def process_processed_unit(unit: Unit, refcat: str | None, config: Config):
                                   measure=config.measure, single=config.calibration)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from exc
-    return result, exp.photo_calib
+    return result, exp.photo_calib, colour_term
 
 
 def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
@@ -203,9 +206,9 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
     if not ctx.force and run.is_done(step, unit.name, fingerprint=fp):
         return {**run.done_info(step, unit.name), "status": "cached"}
     t0 = time.perf_counter()
-    own = None
+    own = colour_term = None
     if unit.processed:
-        result, own = process_processed_unit(unit, ctx.refcat, ctx.config)
+        result, own, colour_term = process_processed_unit(unit, ctx.refcat, ctx.config)
     else:
         result = process_raw_unit(unit, ctx.flats.get(unit.detector), ctx.refcat, ctx.config)
     df = result.catalog.to_pandas()
@@ -218,6 +221,12 @@ def process_unit(unit: Unit, ctx: StepContext) -> dict[str, Any]:
         calib.write(path)
         outputs.append(path)
     calibrations = sorted(result.calibrations)
+    if colour_term is not None:
+        # Recorded where it was used, so the report draws the term this image was calibrated with.
+        path = run.colour_term(unit.visit, unit.detector)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        colour_term.write(path)
+        outputs.append(path)
     if own is not None:
         # Kept beside the fitted ones, and applied when no reference catalog calibrates the run.
         from ..image import ImageKind

@@ -295,6 +295,40 @@ def _residuals(run: RunLayout, units: list[Unit], frames, config: Config, truth,
     return res
 
 
+def _colour_term_offsets(run: RunLayout, units: list[Unit], config: Config, ref, band: str | None) -> None:
+    """``tables/colour_term.parquet``: for bright stars matched to a survey reference carried
+    into the band by a colour term, the reference colour and the measured offset (mag)
+    calibrated instrument magnitude − reference-band magnitude before the term, for the
+    images in ``band`` (the band ``ref`` was made for)."""
+    from ..refcat import ColourTerm
+
+    if ref is None or "flux_reference_band" not in ref.columns:
+        return
+    frames = []
+    for u in units:
+        term_path = run.colour_term(u.visit, u.detector)
+        if not term_path.is_file() or ColourTerm.read(term_path).target_band != band:
+            continue
+        cal_path = run.calibrated_catalog(u.visit, u.detector)
+        if not cal_path.is_file():
+            continue
+        df = read_table(cal_path)
+        if "flux_nJy" not in df.columns:
+            continue
+        good = (df["flags"] == 0) & (df["snr"] >= max(config.measure.min_snr, 50.0))
+        df = df[good]
+        idx, _ = match_nearest(df["ra"], df["dec"], ref["ra"], ref["dec"], config.measure.match_radius_arcsec)
+        df, idx = df[idx >= 0], idx[idx >= 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offset = -2.5 * np.log10(df["flux_nJy"].to_numpy(float) / ref["flux_reference_band"].to_numpy(float)[idx])
+        frames.append(pd.DataFrame({"visit": u.visit, "detector": u.detector, "band": band,
+                                    "colour": ref["colour"].to_numpy(float)[idx], "offset_mag": offset}))
+    if frames:
+        out = pd.concat(frames, ignore_index=True)
+        out = out[np.isfinite(out["offset_mag"]) & np.isfinite(out["colour"])].reset_index(drop=True)
+        write_parquet(out, run.tables / "colour_term.parquet")
+
+
 def _headline(res: pd.DataFrame, counts: dict[str, Any]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for key, value in counts.items():
@@ -375,6 +409,7 @@ def write_summary(run: RunLayout, inputs: RunInputs, config: Config,
             refcat = _survey_reference(run, units[0], inputs.refcat, band)
     _grey(run, units, truth, others, wcs)
     res = _residuals(run, units, frames, config, truth, refcat, others)
+    _colour_term_offsets(run, units, config, refcat, band)
     base = {"visits": len({u.visit for u in units}), "detectors": len({u.detector for u in units})}
     base.update(counts or {})
     items = _headline(res, base)

@@ -383,12 +383,13 @@ class ColourTerm:
         h["CTRED"] = (self.colour_bands[1], "")
         h["CTCMIN"] = (self.colour_range[0], "valid colour range, low")
         h["CTCMAX"] = (self.colour_range[1], "valid colour range, high")
-        h["CTRMS"] = (self.rms, "[mag] rms of residuals")
+        if np.isfinite(self.rms):  # a published term has no rms, and FITS cards hold no NaN
+            h["CTRMS"] = (self.rms, "[mag] rms of residuals")
         h["CTNSTAR"] = (self.n_stars, "stars or SEDs used")
         h["CTNREJ"] = (self.n_rejected, "rejected as outliers")
         h["CTMETHOD"] = (self.method, "fit, synthetic or given")
         for k, v in sorted(self.meta.items()):
-            h[f"HIERARCH CTMETA {k}"] = ", ".join(v) if isinstance(v, (list, tuple)) else str(v)
+            h[f"HIERARCH CTMETA {k}"] = _ascii(", ".join(v) if isinstance(v, (list, tuple)) else str(v))
         return hdu
 
     @classmethod
@@ -399,9 +400,9 @@ class ColourTerm:
             data = Table(hdu.data)
             order = np.argsort(np.asarray(data["power"]))
             coef = tuple(float(c) for c in np.asarray(data["coefficient"])[order])
-            meta = {k[len("CTMETA "):]: h[k] for k in h if k.startswith("CTMETA ")}
+            meta = {k[len("CTMETA "):]: _unascii(h[k]) for k in h if k.startswith("CTMETA ")}
             return cls(coef, str(h["CTREF"]), str(h["CTTARGET"]), (str(h["CTBLUE"]), str(h["CTRED"])),
-                       (float(h["CTCMIN"]), float(h["CTCMAX"])), float(h["CTRMS"]), int(h["CTNSTAR"]),
+                       (float(h["CTCMIN"]), float(h["CTCMAX"])), float(h.get("CTRMS", np.nan)), int(h["CTNSTAR"]),
                        int(h.get("CTNREJ", 0)), str(h.get("CTMETHOD", "given")), meta)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: HDU {hdu.name!r} is not a photocalib colour term ({exc}); "
@@ -422,6 +423,17 @@ class ColourTerm:
         if target_band not in terms:
             raise InputError(f"{path}: no colour term for target band {target_band!r}; it has {sorted(terms)}")
         return terms[target_band]
+
+
+def _ascii(text: str) -> str:
+    """FITS cards hold ASCII only: backslash-escape the rest (a published term's source names
+    'Gaia→DECam'), reversibly (:func:`_unascii`)."""
+    return text.replace("\\", "\\\\").encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _unascii(value) -> str:
+    text = str(value)
+    return text.encode("ascii", "backslashreplace").decode("unicode_escape") if "\\" in text else text
 
 
 def write_colour_terms(terms: Sequence[ColourTerm], path: str | os.PathLike, overwrite: bool = True) -> None:
