@@ -93,7 +93,8 @@ def _bin_means(values: np.ndarray, variance: np.ndarray, shape: tuple[int, int],
     of each axis, for speed) is masked with its neighbours within ``grow`` pixels (the wings of
     a residual that did not cancel); the mean of the rest is the bin's level, its error from
     the pixels' own variances. Returns bin-centre x, y, level and error, for bins with at least
-    ``min_fraction`` of their pixels usable.
+    ``min_fraction`` of their pixels usable. ``values`` and ``variance`` are scratch: the
+    pixels left out are zeroed in place.
     """
     ny, nx = shape
     b = int(bin_size)
@@ -101,16 +102,23 @@ def _bin_means(values: np.ndarray, variance: np.ndarray, shape: tuple[int, int],
     v = values.reshape(nby, b, nbx, b)
     with _quiet():
         med = np.nanmedian(v[:, ::2, :, ::2].transpose(0, 2, 1, 3).reshape(nby, nbx, -1), axis=2)
-    finite = np.isfinite(values)
     with np.errstate(invalid="ignore"):
         dev = v - med[:, None, :, None].astype(values.dtype)
-        outlier = (dev * dev > (nsigma * nsigma) * variance.reshape(v.shape)).reshape(values.shape) & finite
+        dev *= dev
+        # NaN pixels compare False here, so they are never outliers (nor grown from)
+        outlier = (dev > (nsigma * nsigma) * variance.reshape(v.shape)).reshape(values.shape)
+    del dev
     if grow > 0 and outlier.any():
         outlier = _grow(outlier, int(grow))
-    keep = finite & ~outlier
+    drop = outlier
+    drop |= np.isnan(values)
+    # Zero what is left out, in place (the caller's scratch planes), and sum the rest.
+    np.copyto(values, 0.0, where=drop)
+    np.copyto(variance, 0.0, where=drop)
+    keep = ~drop
     n = keep.reshape(v.shape).sum(axis=(1, 3))
-    total = np.where(keep, values, 0.0).reshape(v.shape).sum(axis=(1, 3), dtype=np.float64)
-    var = np.where(keep, variance, 0.0).reshape(v.shape).sum(axis=(1, 3), dtype=np.float64)
+    total = values.reshape(v.shape).sum(axis=(1, 3), dtype=np.float64)
+    var = variance.reshape(v.shape).sum(axis=(1, 3), dtype=np.float64)
     use = (n >= max(1.0, min_fraction * b * b)) & np.isfinite(med)
     with np.errstate(invalid="ignore", divide="ignore"):
         level = total / np.maximum(n, 1)
@@ -233,13 +241,19 @@ def match_backgrounds(
         gy, gx = (sub.y0 + oy) // st, (sub.x0 + ox) // st
         return (slice(gy, gy + part.shape[0]), slice(gx, gx + part.shape[1])), part
 
-    ref = np.full((sny, snx), np.nan)
-    ref_var = np.full((sny, snx), np.nan)
+    # float32 planes: the differences are of skies, summed per bin in float64 by _bin_means,
+    # so single precision (6e-8 of a value) is far inside the 1e-6-of-the-sky budget, and
+    # halves the memory traffic of these full-grid passes.
+    ref = np.full((sny, snx), np.nan, dtype=np.float32)
+    ref_var = np.full((sny, snx), np.nan, dtype=np.float32)
     for (sub, image, var, _, ok), v in zip(pieces, visits, strict=True):
         if v == reference:
             sl, ok_s = strided(sub, ok)
-            ref[sl] = np.where(ok_s, strided(sub, image)[1], ref[sl])
-            ref_var[sl] = np.where(ok_s, strided(sub, var)[1], ref_var[sl])
+            np.copyto(ref[sl], strided(sub, image)[1], where=ok_s, casting="same_kind")
+            np.copyto(ref_var[sl], strided(sub, var)[1], where=ok_s, casting="same_kind")
+    ref_ok = np.isfinite(ref)
+    inv_area = (1.0 / area_s).astype(np.float32)
+    inv_area2 = inv_area * inv_area
 
     groups: dict[Hashable, list[int]] = {}
     for i, (v, d) in enumerate(keys):
@@ -260,13 +274,14 @@ def match_backgrounds(
         for i in members:
             sub, image, var, _, ok = pieces[i]
             sl, im = strided(sub, image)
-            a = area_s[sl]
-            with np.errstate(invalid="ignore"):
-                d = (im - ref[sl]) / a
-                dv = (strided(sub, var)[1] + ref_var[sl]) / (a * a)
-            good = strided(sub, ok)[1] & np.isfinite(d) & np.isfinite(dv)
-            diff[sl] = np.where(good, d, diff[sl])
-            dvar[sl] = np.where(good, dv, dvar[sl])
+            # usable: the piece's own pixels (finite, positive variance) where the reference has one
+            good = strided(sub, ok)[1] & ref_ok[sl]
+            d = np.subtract(im, ref[sl], dtype=np.float32)
+            d *= inv_area[sl]
+            dv = np.add(strided(sub, var)[1], ref_var[sl], dtype=np.float32)
+            dv *= inv_area2[sl]
+            np.copyto(diff[sl], d, where=good)
+            np.copyto(dvar[sl], dv, where=good)
         xc, yc, level, err = _bin_means(diff, dvar, (sny, snx), b, nsigma, int(grow), min_fraction)
         try:
             field, used = _fit(xc * st, yc * st, level, err, int(order), bbox)
@@ -307,11 +322,14 @@ def subtract_matched(pieces: Sequence[Piece], keys, matched: MatchedBackgrounds,
             continue
         if per == "visit":
             if key not in filled:  # one fill of the whole grid per visit (fast low-rank fill)
-                filled[key] = field.fill() if field.bbox == Box(0, 0, nx, ny) else field_on(field, Box(0, 0, nx, ny))
+                # float32: the field is a sky difference, 6e-8 of it is far below 1e-6 of the sky
+                filled[key] = (field.fill(np.float32) if field.bbox == Box(0, 0, nx, ny)
+                               else field_on(field, Box(0, 0, nx, ny)))
             model = filled[key][_slices(sub)]
         else:
             model = field_on(field, sub)
-        image = image - model * area[_slices(sub)]
+        model = model * area[_slices(sub)]
+        image = np.subtract(image, model, out=model)
         out.append((sub, image, var, mask, ok))
     return out
 
