@@ -37,7 +37,11 @@ peak grows as the square of the parameters (1.1 GiB at 4,000; about 7 GiB would 
 10,000); the sparse one with the observations and the fill of the factorisation. With
 ``--visits 500,1000,2000 --errors`` (parameter errors and the calibration part of every
 star's variance, from ``n_p`` sparse solves in batches): 2,000 visits sparse 14.0 s (4.9 CPU
-s), dense 27.3 s (7.2 CPU s), 1.95×. 10⁵ visits: see the note below if it was run.
+s), dense 27.3 s (7.2 CPU s), 1.95×. Not measured: 10⁵ visits. ``--visits 100000
+--dense-max 0 --obs-per-visit 30`` did not finish within 11 minutes (simulation and fit
+together, peak 1.5 GB when stopped); from 10⁴ to 3·10⁴ visits the sparse CPU time grew 4.1×
+(the factorisation's fill grows faster than the parameters), so 10⁵ visits would be several
+CPU minutes on this machine, not yet measured.
 """
 
 from __future__ import annotations
