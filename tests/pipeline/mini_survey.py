@@ -8,9 +8,11 @@ dome flat is a lamp of uniform surface brightness, all with Poisson and read noi
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
+import astropy
 import numpy as np
 import pandas as pd
 from astropy.io import fits
@@ -20,6 +22,43 @@ from scipy.special import erf
 E_PER_NJY = 0.5  # electrons per nJy at unit transmission
 GAIN, BIAS, READ_NOISE = 2.0, 1000.0, 5.0
 LAMP = 3.0e7  # dome-lamp electrons per arcsec²
+
+ASTROPY_WCS_DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
+
+# The run configuration the pipeline tests share. PTF pixels are ~1 arcsec: 8" apertures (no
+# aperture correction needed for these Gaussian PSFs of sigma < 2"), a background mesh that fits
+# 200-pixel detectors, and a linear star flat (3 visits with small dithers cannot constrain more).
+BASE_CONFIG: dict[str, dict] = {
+    "measure": {"aperture_arcsec": 8.0},
+    "background": {"mesh_size": 50},
+    "calibration": {"star_flat_order": 1},
+    "warp": {"coadd_size": 256},
+    "dask": {"n_workers": 2, "memory_limit": "1GiB", "progress": False},
+}
+
+
+def astropy_header(name: str = "siponly.hdr") -> fits.Header:
+    """One of astropy's real WCS test headers: ``tpvonly.hdr`` (PTF TPV) or ``siponly.hdr`` (SIP)."""
+    return fits.Header.fromfile(ASTROPY_WCS_DATA / name, sep="", endcard=True, padding=False)
+
+
+def mini_config(**sections: dict) -> str:
+    """TOML text of `BASE_CONFIG` with each section's keys updated by ``sections``.
+
+    A key set to None is left out; a section not in `BASE_CONFIG` is added.
+    """
+    merged = {name: dict(keys) for name, keys in BASE_CONFIG.items()}
+    for name, keys in sections.items():
+        merged.setdefault(name, {}).update(keys)
+    lines = []
+    for name, keys in merged.items():
+        lines.append(f"[{name}]")
+        for key, value in keys.items():
+            if value is None:
+                continue
+            text = json.dumps(value) if isinstance(value, bool | str) else repr(value)
+            lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
 
 
 def _render_stars(x0, y0, counts, sigma, half, shape) -> np.ndarray:

@@ -4,15 +4,13 @@ and the report's background-matching panel; the three joint models are compared 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import astropy
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
 from click.testing import CliRunner
-from mini_survey import write_mini_survey
+from mini_survey import astropy_header, mini_config, write_mini_survey
 from pipeline_chromium import chromium_path, probe_page
 
 from photocalib import PhotoCalib
@@ -22,31 +20,13 @@ from photocalib.warp.coadd import read_background_fields
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
-
-CONFIG = """
-[measure]
-aperture_arcsec = 8.0
-[background]
-mesh_size = 50
-order = 0
-[calibration]
-star_flat_order = 1
-[warp]
-coadd_size = 256
-background_matching = true
-match_order = 1
-[dask]
-n_workers = 2
-memory_limit = "1GiB"
-progress = false
-"""
+CONFIG = mini_config(background={"order": 0},
+                     warp={"background_matching": True, "match_order": 1})
 
 
 def test_run_with_background_matching(tmp_path):
     survey = tmp_path / "survey"
-    header = fits.Header.fromfile(DATA / "siponly.hdr", sep="", endcard=True, padding=False)
-    write_mini_survey(survey, header, seed=5)
+    write_mini_survey(survey, astropy_header("siponly.hdr"), seed=5)
     config = tmp_path / "bg.toml"
     config.write_text(CONFIG)
     out = tmp_path / "run"

@@ -13,36 +13,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import astropy
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
 from click.testing import CliRunner
-from mini_survey import write_mini_survey
+from mini_survey import astropy_header, mini_config, write_mini_survey
 
 from photocalib.cli import main
 from photocalib.pipeline.layout import RunLock, _process_start
 
-DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
-CONFIG = """
-[measure]
-aperture_arcsec = 8.0
-[background]
-mesh_size = 50
-[calibration]
-star_flat_order = 1
-[warp]
-coadd_size = 128
-[report]
-enabled = false
-[dask]
-progress = false
-"""
-
-
-def _header() -> fits.Header:
-    return fits.Header.fromfile(DATA / "siponly.hdr", sep="", endcard=True, padding=False)
+CONFIG = mini_config(warp={"coadd_size": 128}, report={"enabled": False},
+                     dask={"n_workers": None, "memory_limit": None})
 
 
 def _record(out: Path) -> dict:
@@ -58,7 +40,7 @@ def _fluxes(out: Path) -> pd.Series:
 @pytest.fixture()
 def survey(tmp_path) -> Path:
     path = tmp_path / "survey"
-    write_mini_survey(path, _header(), seed=5)
+    write_mini_survey(path, astropy_header(), seed=5)
     (tmp_path / "cfg.toml").write_text(CONFIG)
     return path
 
@@ -175,7 +157,7 @@ def test_a_busy_run_folder_is_refused_naming_the_holder(survey, tmp_path):
 def test_concurrent_runs_into_one_folder_lose_nothing(survey, tmp_path):
     """The issue's recipe: visits 1000-1002 and 1001-1003 into one --out at once."""
     big = tmp_path / "survey4"
-    write_mini_survey(big, _header(), n_visits=4, seed=5)
+    write_mini_survey(big, astropy_header(), n_visits=4, seed=5)
     cfg = survey.parent / "cfg.toml"
     out = tmp_path / "run"
     script = Path(sys.executable).with_name("photocalib")

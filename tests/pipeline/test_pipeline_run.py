@@ -10,42 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import astropy
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
 from click.testing import CliRunner
-from mini_survey import write_mini_survey
+from mini_survey import astropy_header, mini_config, write_mini_survey
 from pipeline_chromium import chromium_path, probe_page
 from scipy.spatial import cKDTree
 
 from photocalib.cli import main
 from photocalib.pipeline.catalogs import match_nearest
 
-DATA = Path(astropy.__file__).parent / "wcs" / "tests" / "data"
-
-# PTF pixels are ~1 arcsec: 8" apertures (no aperture correction needed for these Gaussian
-# PSFs of sigma < 2"), a background mesh that fits
-# 200-pixel detectors, and a linear star flat (3 visits with small dithers cannot constrain more).
-CONFIG = """
-[measure]
-aperture_arcsec = 8.0
-[background]
-mesh_size = 50
-[calibration]
-star_flat_order = 1
-[warp]
-coadd_size = 256
-[dask]
-n_workers = 2
-memory_limit = "1GiB"
-progress = false
-"""
-
-
-def _header(name: str) -> fits.Header:
-    return fits.Header.fromfile(DATA / name, sep="", endcard=True, padding=False)
+CONFIG = mini_config()
 
 
 def _isolated_residuals(run: Path, survey: Path) -> pd.DataFrame:
@@ -102,7 +79,7 @@ def test_run_on_tpv_headers_with_dask(tmp_path, config_file):
     config.write_text(config_file.read_text().replace("star_flat_order = 1",
                                                      "star_flat_order = 1\ndistributed = \"always\""))
     survey = tmp_path / "survey"
-    write_mini_survey(survey, _header("tpvonly.hdr"))
+    write_mini_survey(survey, astropy_header("tpvonly.hdr"))
     with fits.open(survey / "raw" / "visit-001000.fits") as hdul:
         assert hdul[1].header["CTYPE1"] == "RA---TPV"
     out = tmp_path / "run"
@@ -118,7 +95,7 @@ def test_run_on_tpv_headers_with_dask(tmp_path, config_file):
 
 def test_run_on_sip_headers_and_rerun_skips(tmp_path, config_file):
     survey = tmp_path / "survey"
-    write_mini_survey(survey, _header("siponly.hdr"), seed=5)
+    write_mini_survey(survey, astropy_header("siponly.hdr"), seed=5)
     with fits.open(survey / "raw" / "visit-001000.fits") as hdul:
         assert hdul[1].header["CTYPE1"] == "RA---TAN-SIP"
     out = tmp_path / "run"
