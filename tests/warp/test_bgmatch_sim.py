@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from warp_scenes import true_calibrated_fluence
 
 import photocalib as pc
-from photocalib.fields import BoundedField
 from photocalib.geom import Box
-from photocalib.image import MaskPlane
 from photocalib.warp import SkyGrid, coadd
 from photocalib.warp.bgmatch import match_backgrounds
 
@@ -22,39 +21,6 @@ pytestmark = pytest.mark.slow
 
 SCALE = 0.2  # coadd pixel scale, arcsec
 STAR_MASK = 20  # coadd pixels: beyond the truncated Moffat (4 FWHM <= 4") of every visit
-
-
-class _TrueCalibration(BoundedField):
-    def __init__(self, sim, visit: int, detector: int, box: Box):
-        self._sim, self._visit, self._detector, self._box = sim, visit, detector, box
-
-    @property
-    def bbox(self) -> Box:
-        return self._box
-
-    def _evaluate(self, x, y):
-        survey = self._sim.survey
-        t = survey.transmission_at_pixel(self._visit, self._detector, x, y)
-        sf = self._sim.camera.star_flat(self._detector, x, y, survey.band, "fiducial")
-        return 1.0 / (survey.electrons_per_njy_s * survey.visit(self._visit).exptime * t * sf)
-
-
-def _calibrated(sim, visit: int, detector: int) -> pc.Exposure:
-    """Raw -> dome-flattened SB -> fluence with the true calibration; the sky is kept."""
-    det = sim.camera.detector(detector)
-    raw, header = sim.read_raw(visit, detector)
-    flat, flat_header = sim.read_dome_flat(detector)
-    electrons = (raw.astype(np.float64) - det.bias) * det.gain
-    response = flat / flat_header["LAMPLVL"]
-    variance = (np.maximum(electrons, 0.0) + det.read_noise**2) / response**2
-    mask = np.where(raw >= header["SATURATE"], np.uint32(MaskPlane.SAT), np.uint32(0))
-    sb = pc.Exposure(electrons / response, variance=variance, mask=mask, wcs=pc.SkyWcs.from_header(header),
-                     kind="SURFACE_BRIGHTNESS", unit="electron/arcsec2",
-                     metadata={"VISIT": visit, "DETECTOR": detector})
-    fluence = sb.to_fluence()
-    ny, nx = fluence.shape
-    return fluence.replace(photo_calib=pc.PhotoCalib(_TrueCalibration(sim, visit, detector, Box(0, 0, nx, ny)),
-                                                     kind="FLUENCE"))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +34,7 @@ def scene(tmp_path_factory):
                                        "sky_gradient_fraction": 0.03, "halo_fraction": 0.003,
                                        "halo_scale_arcsec": 30.0})
     survey = sim.survey
-    exposures = [_calibrated(sim, v, d) for v in sim.visits for d in sim.detectors]
+    exposures = [true_calibrated_fluence(sim, v, d, {"VISIT": v, "DETECTOR": d}) for v in sim.visits for d in sim.detectors]
     n = int(1.6 * sim.camera.field_radius_arcsec / SCALE)
     wcs, box = SkyGrid(survey.config.ra, survey.config.dec, SCALE, n, n, patch_size=n, rotation=17.0).patch(0, 0)
     yy, xx = np.mgrid[0:n, 0:n].astype(float)

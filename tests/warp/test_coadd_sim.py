@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from warp_scenes import aperture_sums
+from warp_scenes import aperture_sums, true_calibrated_fluence
 
 import photocalib as pc
-from photocalib.fields import BoundedField
-from photocalib.geom import Box
-from photocalib.image import MaskPlane
 from photocalib.warp import SkyGrid, coadd
 
 pytestmark = pytest.mark.slow
@@ -24,43 +21,15 @@ SCALE = 0.2  # coadd pixel scale, arcsec
 RADIUS = 5.0  # aperture radius, arcsec
 
 
-class _TrueCalibration(BoundedField):
-    """nJy per electron on the dome-flattened fluence image: 1 / (K t T_v(x, y) SF(x, y))."""
-
-    def __init__(self, sim, visit: int, detector: int, box: Box):
-        self._sim, self._visit, self._detector, self._box = sim, visit, detector, box
-
-    @property
-    def bbox(self) -> Box:
-        return self._box
-
-    def _evaluate(self, x, y):
-        survey = self._sim.survey
-        t = survey.transmission_at_pixel(self._visit, self._detector, x, y)
-        sf = self._sim.camera.star_flat(self._detector, x, y, survey.band, "fiducial")
-        return 1.0 / (survey.electrons_per_njy_s * survey.visit(self._visit).exptime * t * sf)
-
-
 def _calibrated_visit(sim, visit: int, detector: int) -> pc.Exposure:
     """Raw -> dome-flattened surface brightness -> fluence, true sky subtracted, true calib."""
     cam, survey = sim.camera, sim.survey
-    raw, header = sim.read_raw(visit, detector)
-    flat, flat_header = sim.read_dome_flat(detector)
-    det = cam.detector(detector)
-    electrons = (raw.astype(np.float64) - det.bias) * det.gain
-    response = flat / flat_header["LAMPLVL"]  # A Q I_dome: the response to a uniform sky
-    variance = (np.maximum(electrons, 0.0) + det.read_noise**2) / response**2
-    mask = np.where(raw >= header["SATURATE"], np.uint32(MaskPlane.SAT), np.uint32(0))
-    sb = pc.Exposure(electrons / response, variance=variance, mask=mask,
-                     wcs=pc.SkyWcs.from_header(header), kind="SURFACE_BRIGHTNESS",
-                     unit="electron/arcsec2")
-    fluence = sb.to_fluence()
+    fluence = true_calibrated_fluence(sim, visit, detector)
     ny, nx = fluence.shape
     yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
     sky = (survey.sky_rate(visit) * survey.visit(visit).exptime * cam.illumination_ratio(detector, xx, yy)
            * fluence.pixel_area_image())
-    calib = pc.PhotoCalib(_TrueCalibration(sim, visit, detector, Box(0, 0, nx, ny)), kind="FLUENCE")
-    return fluence.replace(image=fluence.image - sky, photo_calib=calib)
+    return fluence.replace(image=fluence.image - sky)
 
 
 def _moffat_fraction_in_circle(psf, d, radius):

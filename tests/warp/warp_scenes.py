@@ -7,6 +7,9 @@ import numpy as np
 from astropy.io import fits
 
 import photocalib as pc
+from photocalib.fields import BoundedField
+from photocalib.geom import Box
+from photocalib.image import MaskPlane
 
 
 def sip_header(n: int = 768, scale: float = 0.2, k: float = 6e-8, ra: float = 150.0, dec: float = 2.0,
@@ -145,3 +148,38 @@ def dithered_exposures(n_exp: int = 4, n: int = 384, seed: int = 11, sky: float 
         exposures.append(pc.Exposure(image, variance=variance, wcs=wcs, kind=pc.ImageKind.FLUENCE,
                                      unit="count", photo_calib=pc.PhotoCalib(calib, kind=pc.ImageKind.FLUENCE)))
     return exposures, ra, dec, flux_njy, (ra0, dec0)
+
+
+class TrueCalibration(BoundedField):
+    """nJy per electron on the dome-flattened fluence image: 1 / (K t T_v(x, y) SF(x, y))."""
+
+    def __init__(self, sim, visit: int, detector: int, box: Box):
+        self._sim, self._visit, self._detector, self._box = sim, visit, detector, box
+
+    @property
+    def bbox(self) -> Box:
+        return self._box
+
+    def _evaluate(self, x, y):
+        survey = self._sim.survey
+        t = survey.transmission_at_pixel(self._visit, self._detector, x, y)
+        sf = self._sim.camera.star_flat(self._detector, x, y, survey.band, "fiducial")
+        return 1.0 / (survey.electrons_per_njy_s * survey.visit(self._visit).exptime * t * sf)
+
+
+def true_calibrated_fluence(sim, visit: int, detector: int, metadata: dict | None = None) -> pc.Exposure:
+    """The simulator's raw -> dome-flattened surface brightness -> fluence with the true
+    calibration (`TrueCalibration`); the sky is kept."""
+    raw, header = sim.read_raw(visit, detector)
+    flat, flat_header = sim.read_dome_flat(detector)
+    det = sim.camera.detector(detector)
+    electrons = (raw.astype(np.float64) - det.bias) * det.gain
+    response = flat / flat_header["LAMPLVL"]  # A Q I_dome: the response to a uniform sky
+    variance = (np.maximum(electrons, 0.0) + det.read_noise**2) / response**2
+    mask = np.where(raw >= header["SATURATE"], np.uint32(MaskPlane.SAT), np.uint32(0))
+    sb = pc.Exposure(electrons / response, variance=variance, mask=mask, wcs=pc.SkyWcs.from_header(header),
+                     kind="SURFACE_BRIGHTNESS", unit="electron/arcsec2", metadata=metadata)
+    fluence = sb.to_fluence()
+    ny, nx = fluence.shape
+    calib = pc.PhotoCalib(TrueCalibration(sim, visit, detector, Box(0, 0, nx, ny)), kind="FLUENCE")
+    return fluence.replace(photo_calib=calib)
