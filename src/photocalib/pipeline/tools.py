@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,19 +71,14 @@ def _image_hdus(hdul: fits.HDUList, path: Path, hdu: int | str | None) -> list[t
 
 
 def _sky_wcs(header: fits.Header, hdul: fits.HDUList, where: str):
-    from ..astrometry import SkyWcs
+    from ..instruments.base import sky_wcs
 
     # A primary header with the pointing often sits in front of MEF extensions without one.
     has_wcs = any(k.startswith("CTYPE") for k in header) or "CD1_1" in header or "PC1_1" in header
     if not has_wcs:
         raise InputError(f"{where}: the header has no WCS keywords (CTYPEi, CDi_j); "
                          "area-map needs an image with a celestial WCS")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return SkyWcs.from_header(header, hdulist=hdul)
-    except InputError as exc:
-        raise InputError(f"{where}: {exc}") from exc
+    return sky_wcs(header, hdul, where)
 
 
 def read_image(path: Path, hdu: int | str | None):
