@@ -339,6 +339,19 @@ def map_codes(values: np.ndarray, codes: dict[int, MaskPlane], unknown: MaskPlan
     return out
 
 
+def flag_non_finite(image: np.ndarray, variance: np.ndarray,
+                    bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mask pixels whose value is not finite: BAD | NO_DATA in ``bits`` (in place), value 0 and
+    variance inf in the returned (image, variance); the inputs are returned as they are when
+    every pixel is finite."""
+    bad = ~np.isfinite(image)
+    if bad.any():
+        bits[bad] |= np.uint32(MaskPlane.BAD | MaskPlane.NO_DATA)
+        image = np.where(bad, np.float32(0), image)
+        variance = np.where(bad, np.float32(np.inf), variance)
+    return image, variance
+
+
 def native(data) -> np.ndarray:
     """A FITS array in native byte order (a copy only when needed)."""
     a = np.asarray(data)

@@ -26,6 +26,7 @@ from .base import (
     Amplifier,
     Instrument,
     as_surface_brightness,
+    flag_non_finite,
     map_codes,
     native,
     parse_bunit,
@@ -134,11 +135,7 @@ class CommunityPipeline(Instrument):
             # Flat-fielding moves a raw saturation level by the flat (a few per cent): the lower
             # amplifier's level is the conservative threshold.
             bits[image >= min(saturation)] |= np.uint32(M.SAT)
-        bad = ~np.isfinite(image)
-        if bad.any():
-            bits[bad] |= np.uint32(M.BAD | M.NO_DATA)
-            image = np.where(bad, np.float32(0), image)
-            variance = np.where(bad, np.float32(np.inf), variance)
+        image, variance = flag_non_finite(image, variance, bits)
         wcs = sky_wcs(header, hdul, where)
         a_ref = reference_area(wcs, shape)
         sb, sb_var = as_surface_brightness(image, variance, a_ref)

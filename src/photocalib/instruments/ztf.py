@@ -20,6 +20,7 @@ from ..image.mask import MaskPlane
 from .base import (
     Instrument,
     as_surface_brightness,
+    flag_non_finite,
     map_bits,
     native,
     parse_bunit,
@@ -94,11 +95,7 @@ class ZTF(Instrument):
                           "pixels are masked", stacklevel=3)
         if "SATURATE" in header:
             bits[image >= float(header["SATURATE"])] |= np.uint32(M.SAT)
-        bad = ~np.isfinite(image)
-        if bad.any():
-            bits[bad] |= np.uint32(M.BAD | M.NO_DATA)
-            image = np.where(bad, np.float32(0), image)
-            variance = np.where(bad, np.float32(np.inf), variance)
+        image, variance = flag_non_finite(image, variance, bits)
         wcs = sky_wcs(header, hdul, where)
         a_ref = reference_area(wcs, image.shape)
         sb, sb_var = as_surface_brightness(image, variance, a_ref)
