@@ -5,10 +5,11 @@ Reads headers only; each (visit, detector) becomes a :class:`Unit`, the pipeline
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,24 @@ def _int_key(header: fits.Header, keys: Iterable[str], where: str, what: str) ->
     return None
 
 
+@contextlib.contextmanager
+def _open_quietly(path: Path) -> Iterator[fits.HDUList]:
+    """``open_fits(path)`` with astropy's warnings (non-standard keywords and the like) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_fits(path) as hdul:
+            yield hdul
+
+
+def _claim(seen: dict[tuple[int, int], str], visit: int, detector: int, where: str) -> None:
+    """Record that ``where`` holds (visit, detector), or InputError if another place does."""
+    key = (visit, detector)
+    if key in seen:
+        raise InputError(f"{where}: visit {visit} detector {detector} also in {seen[key]}; "
+                         "each (visit, detector) must appear once")
+    seen[key] = where
+
+
 def discover_raw(paths: Iterable[str | os.PathLike]) -> list[Unit]:
     """List the (visit, detector) units in raw MEF files (headers only).
 
@@ -110,35 +129,29 @@ def discover_raw(paths: Iterable[str | os.PathLike]) -> list[Unit]:
     units: list[Unit] = []
     seen: dict[tuple[int, int], str] = {}
     for path in files:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_fits(path) as hdul:
-                primary = hdul[0].header
-                found = 0
-                for index, hdu in enumerate(hdul):
-                    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-                        continue
-                    if hdu.header.get("NAXIS", 0) != 2:
-                        continue
-                    where = f"{path}[{index}]"
-                    visit = _int_key(hdu.header, ("VISIT", "EXPNUM", "EXPID"), where, "visit")
-                    if visit is None:
-                        visit = _int_key(primary, ("VISIT", "EXPNUM", "EXPID"), f"{path}[0]", "visit")
-                    if visit is None:
-                        raise InputError(f"{where}: no VISIT (or EXPNUM) keyword in the HDU or primary "
-                                         "header; add one so exposures can be told apart")
-                    detector = _int_key(hdu.header, ("DETECTOR", "CCDNUM", "DETID"), where, "detector")
-                    if detector is None:
-                        detector = index
-                    key = (visit, detector)
-                    if key in seen:
-                        raise InputError(f"{where}: visit {visit} detector {detector} also in {seen[key]}; "
-                                         "each (visit, detector) must appear once")
-                    seen[key] = where
-                    units.append(Unit(visit, detector, str(path), index))
-                    found += 1
-                if not found:
-                    raise InputError(f"{path}: no 2-D image HDU; is it a raw exposure?")
+        with _open_quietly(path) as hdul:
+            primary = hdul[0].header
+            found = 0
+            for index, hdu in enumerate(hdul):
+                if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+                    continue
+                if hdu.header.get("NAXIS", 0) != 2:
+                    continue
+                where = f"{path}[{index}]"
+                visit = _int_key(hdu.header, ("VISIT", "EXPNUM", "EXPID"), where, "visit")
+                if visit is None:
+                    visit = _int_key(primary, ("VISIT", "EXPNUM", "EXPID"), f"{path}[0]", "visit")
+                if visit is None:
+                    raise InputError(f"{where}: no VISIT (or EXPNUM) keyword in the HDU or primary "
+                                     "header; add one so exposures can be told apart")
+                detector = _int_key(hdu.header, ("DETECTOR", "CCDNUM", "DETID"), where, "detector")
+                if detector is None:
+                    detector = index
+                _claim(seen, visit, detector, where)
+                units.append(Unit(visit, detector, str(path), index))
+                found += 1
+            if not found:
+                raise InputError(f"{path}: no 2-D image HDU; is it a raw exposure?")
     return sorted(units)
 
 
@@ -209,20 +222,14 @@ def discover_processed(paths: Iterable[str | os.PathLike]) -> list[Unit]:
     units: list[Unit] = []
     seen: dict[tuple[int, int], str] = {}
     for path in files:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_fits(path) as hdul:
-                if not _has_image(hdul):
-                    # A catalog beside the images (a Gaia chunk, a CCD table): not an exposure.
-                    log.info("%s: no image HDU, not an exposure; skipped", path)
-                    continue
-                found = identify(hdul, path).units(path, hdul)
+        with _open_quietly(path) as hdul:
+            if not _has_image(hdul):
+                # A catalog beside the images (a Gaia chunk, a CCD table): not an exposure.
+                log.info("%s: no image HDU, not an exposure; skipped", path)
+                continue
+            found = identify(hdul, path).units(path, hdul)
         for index, visit, detector in found:
-            key = (visit, detector)
-            if key in seen:
-                raise InputError(f"{path}[{index}]: visit {visit} detector {detector} also in "
-                                 f"{seen[key]}; each (visit, detector) must appear once")
-            seen[key] = f"{path}[{index}]"
+            _claim(seen, visit, detector, f"{path}[{index}]")
             units.append(Unit(visit, detector, str(path), index, processed=True))
     if not units:
         raise InputError("no image files given; pass the processed images or a folder of them")
