@@ -23,16 +23,14 @@ Hessian, and the input is gathered into one process.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_joint import PeakRSS, _cpu, _rss, make_problem  # noqa: E402
+from bench_joint import make_problem, timed_fit  # noqa: E402
 
 
 def _accuracy(sol, obs, truth) -> tuple[float, float, float]:
@@ -67,15 +65,10 @@ def main(argv=None) -> None:
         obs, wcs, truth = make_problem(target, outlier_fraction=args.outlier_fraction)
         row = {"n_obs": len(obs)}
         for name, scale in (("irls", 3.0), ("rounds", None)):
-            gc.collect()
-            base = _rss()
-            with PeakRSS() as mem:
-                t0 = time.perf_counter()
-                c0 = _cpu()
-                sol = JointCalibrator("reference-free", robust_scale=scale).fit(obs, wcs, bboxes=truth.bboxes)
-                row[name] = dict(t=time.perf_counter() - t0, cpu=_cpu() - c0, it=sol.n_iter,
-                                 rounds=sol.n_rejection_rounds, peak=(mem.peak - base) / 2**30,
-                                 acc=_accuracy(sol, obs, truth))
+            sol, wall, cpu, peak, base = timed_fit(JointCalibrator("reference-free", robust_scale=scale),
+                                                   obs, wcs, truth.bboxes)
+            row[name] = dict(t=wall, cpu=cpu, it=sol.n_iter, rounds=sol.n_rejection_rounds,
+                             peak=(peak - base) / 2**30, acc=_accuracy(sol, obs, truth))
             del sol
             print(f"# {len(obs)} obs, {name}: {row[name]['t']:.1f} s", flush=True)
         rows.append(row)

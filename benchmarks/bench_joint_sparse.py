@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_joint import PeakRSS, _cpu, _rss  # noqa: E402
+from bench_joint import timed_fit  # noqa: E402
 
 
 def make_problem(n_visits: int, obs_per_visit: float, seed: int = 1):
@@ -79,15 +79,8 @@ def run_one(obs, wcs, truth, solver: str, errors: bool) -> dict:
     from photocalib.fit.joint import JointCalibrator
 
     cal = JointCalibrator("reference-free", star_flat_order=1, solver=solver, compute_errors=errors)
-    gc.collect()
-    base = _rss()
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        c0 = _cpu()
-        sol = cal.fit(obs, wcs, bboxes=truth.bboxes)
-        wall = time.perf_counter() - t0
-        cpu = _cpu() - c0
-    return dict(sol=sol, wall=wall, cpu=cpu, peak=mem.peak - base, iters=sol.n_iter, n_p=len(sol._perr))
+    sol, wall, cpu, peak, base = timed_fit(cal, obs, wcs, truth.bboxes)
+    return dict(sol=sol, wall=wall, cpu=cpu, peak=peak - base, iters=sol.n_iter, n_p=len(sol._perr))
 
 
 def main(argv=None) -> None:
