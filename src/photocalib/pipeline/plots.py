@@ -135,19 +135,7 @@ def focal_plane_maps(panel_sets: Mapping[str, Sequence[FocalPlanePanel]], title:
 def grey_terms(visits: np.ndarray, fitted_mmag: np.ndarray,
                truth_mmag: np.ndarray | None = None, title: str = "Grey term per visit") -> Figure:
     """The fitted grey (extinction) term per visit, with the truth when known (mmag)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
-    visits = np.asarray(visits)
-    order = np.argsort(visits)
-    pos = np.arange(visits.size)
-    ax.plot(pos, np.asarray(fitted_mmag)[order], "o-", label="fitted")
-    if truth_mmag is not None:
-        ax.plot(pos, np.asarray(truth_mmag)[order], "x--", label="truth")
-    ax.set_xticks(pos, [str(v) for v in visits[order]], rotation=45, fontsize=7)
-    ax.set_xlabel("visit")
-    ax.set_ylabel("grey term (mmag)")
-    ax.set_title(title)
-    ax.legend()
-    return fig
+    return grey_terms_models(visits, {"fitted": fitted_mmag}, truth_mmag, title=title)
 
 
 def grey_terms_models(visits: np.ndarray, fitted_mmag: Mapping[str, np.ndarray],
