@@ -171,19 +171,17 @@ def discover_flats(folder: str | os.PathLike | None) -> dict[int, str]:
     # The simulator (and many archives) name master dome flats dome-*; prefer them when present.
     dome = [q for q in files if q.name.lower().startswith("dome")]
     for path in dome or files:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_fits(path) as hdul:
-                for index, hdu in enumerate(hdul):
-                    header = hdu.header
-                    if header.get("NAXIS", 0) != 2 or "WAVELEN" in header:
-                        continue
-                    merged = {**dict(hdul[0].header), **dict(header)}
-                    det = merged.get("DETECTOR", merged.get("CCDNUM"))
-                    if det is None:
-                        continue
-                    flats.setdefault(int(det), str(path) if index == 0 else f"{path}[{index}]")
-                    break
+        with _open_quietly(path) as hdul:
+            for index, hdu in enumerate(hdul):
+                header = hdu.header
+                if header.get("NAXIS", 0) != 2 or "WAVELEN" in header:
+                    continue
+                merged = {**dict(hdul[0].header), **dict(header)}
+                det = merged.get("DETECTOR", merged.get("CCDNUM"))
+                if det is None:
+                    continue
+                flats.setdefault(int(det), str(path) if index == 0 else f"{path}[{index}]")
+                break
     return flats
 
 
@@ -249,12 +247,10 @@ def looks_processed(paths: Iterable[str | os.PathLike]) -> bool:
     for path in _fits_files(paths):
         if _companion_file(path):
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_fits(path) as hdul:
-                if not _has_image(hdul):
-                    continue
-                return bool(identify(hdul, path).processed)
+        with _open_quietly(path) as hdul:
+            if not _has_image(hdul):
+                continue
+            return bool(identify(hdul, path).processed)
     return False
 
 
@@ -302,11 +298,9 @@ def read_image_wcs(path: Path):
     """The SkyWcs and image shape ``(ny, nx)`` of the first HDU of ``path`` that has a WCS."""
     from ..astrometry import SkyWcs
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with open_fits(path) as hdul:
-            for h in hdul:
-                if "CTYPE1" in h.header:
-                    return SkyWcs.from_header(h.header, hdulist=hdul), (
-                        int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+    with _open_quietly(path) as hdul:
+        for h in hdul:
+            if "CTYPE1" in h.header:
+                return SkyWcs.from_header(h.header, hdulist=hdul), (
+                    int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
     raise InputError(f"{path}: no HDU with a WCS")
