@@ -8,6 +8,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError
 from ..fields import BoundedField, ChebyshevField, ConstantField, ProductField
 from ..geom import Box
@@ -158,7 +159,7 @@ class JointSolution:
         n_obs_star = np.diff(prob.ptr)
         star_flux = Table({
             "star": prob.star_ids, "flux": flux, "flux_err": flux * mag_err / MAG_ERR,
-            "mag": M + 31.4, "mag_err": mag_err, "n_obs": n_obs_star, "n_used": n_used_star,
+            "mag": M + AB_ZERO_POINT_NJY_MAG, "mag_err": mag_err, "n_obs": n_obs_star, "n_used": n_used_star,
         })
         star_flux["flux"].unit = "nJy"
         star_flux["flux_err"].unit = "nJy"

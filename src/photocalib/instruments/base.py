@@ -19,6 +19,7 @@ import astropy.units as u
 import numpy as np
 from astropy.io import fits
 
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError
 from ..geom import Box
 from ..image.kind import ImageKind
@@ -35,8 +36,8 @@ __all__ = [
     "AB_ZERO_NJY_MAG",
 ]
 
-#: AB magnitude of 1 nJy: m = 31.4 − 2.5 log10(f / nJy).
-AB_ZERO_NJY_MAG = 31.4
+#: AB magnitude of 1 nJy (the calib layer's constant, under the name this module always exported).
+AB_ZERO_NJY_MAG = AB_ZERO_POINT_NJY_MAG
 
 #: One nanomaggy (SDSS, Legacy Surveys) in nJy: 3631 Jy × 1e-9.
 NANOMAGGY_NJY = 3631.0

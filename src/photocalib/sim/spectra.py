@@ -13,6 +13,7 @@ from pathlib import Path
 import galsim
 import numpy as np
 
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError
 
 __all__ = [
@@ -187,7 +188,7 @@ def ab_flux_njy(template: str, band: str) -> float:
     sed = next(t for t in stellar_templates() if t.name == template).sed()
     m_b = sed.calculateMagnitude(bandpass(band))
     m_r = sed.calculateMagnitude(bandpass("r"))
-    return float(10.0 ** (-0.4 * (m_b - m_r - 31.4)))
+    return float(10.0 ** (-0.4 * (m_b - m_r - AB_ZERO_POINT_NJY_MAG)))
 
 
 @functools.cache

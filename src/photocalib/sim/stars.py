@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._io import atomic_write
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError
 from . import spectra
 from .camera import tangent_to_sky
@@ -50,7 +51,7 @@ class StarCatalog:
 
     def mag(self, band: str) -> np.ndarray:
         """AB magnitude in ``band``."""
-        return -2.5 * np.log10(self.flux[band]) + 31.4
+        return -2.5 * np.log10(self.flux[band]) + AB_ZERO_POINT_NJY_MAG
 
     def to_arrow(self) -> pa.Table:
         cols = {"star": self.star, "ra": self.ra, "dec": self.dec, "template": self.template.astype(str)}
@@ -113,7 +114,7 @@ def make_stars(ra: float, dec: float, radius_deg: float, density: float = 1.0e5,
     w = np.array([t.weight for t in templates])
     idx = rng.choice(len(templates), size=n, p=w / w.sum())
     names = np.array([t.name for t in templates])
-    f_band = 10 ** (-0.4 * (mag - 31.4))
+    f_band = 10 ** (-0.4 * (mag - AB_ZERO_POINT_NJY_MAG))
     flux = {}
     for b in spectra.BANDS:
         ratio = np.array([spectra.ab_flux_njy(t.name, b) / spectra.ab_flux_njy(t.name, band) for t in templates])
@@ -144,7 +145,7 @@ def make_refcat(stars: StarCatalog, band: str, mag_max: float = 21.0, seed: int 
     cols["dec"] = dec + rng.normal(0, 5e-3 / 3600, sel.sum())
     for b in spectra.BANDS:
         true = stars.flux[b][sel]
-        err = true * refcat_mag_error(-2.5 * np.log10(true) + 31.4) * math.log(10) / 2.5
+        err = true * refcat_mag_error(-2.5 * np.log10(true) + AB_ZERO_POINT_NJY_MAG) * math.log(10) / 2.5
         cols[f"{b}_flux"] = true + err * rng.standard_normal(true.size)
         cols[f"{b}_fluxErr"] = err
     cols["flux"] = cols[f"{band}_flux"]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError
 from . import spectra
 from .camera import Camera, sky_to_tangent, tangent_to_sky
@@ -221,7 +222,7 @@ class Survey:
         """Sky photo-electrons per second per arcsec^2 at unit response (before QE, illumination
         and the chromatic factor rho_sky)."""
         v = self.visit(visit)
-        return float(10.0 ** (-0.4 * (v.sky_mag - 31.4)) * self.electrons_per_njy_s)
+        return float(10.0 ** (-0.4 * (v.sky_mag - AB_ZERO_POINT_NJY_MAG)) * self.electrons_per_njy_s)
 
     def sky_factor(self, visit: int, xi, eta) -> np.ndarray:
         """The visit's sky brightness at tangent-plane (xi, eta) arcsec relative to
@@ -233,7 +234,7 @@ class Survey:
     @property
     def halo_peak_njy(self) -> float:
         """Peak surface brightness of the halo above the atmosphere, nJy/arcsec² (0: no halo)."""
-        return float(self.config.halo_fraction * 10.0 ** (-0.4 * (SKY_MAG[self.band] - 31.4)))
+        return float(self.config.halo_fraction * 10.0 ** (-0.4 * (SKY_MAG[self.band] - AB_ZERO_POINT_NJY_MAG)))
 
     def halo_center(self) -> tuple[float, float]:
         """(ra, dec) of the halo centre, degrees."""
