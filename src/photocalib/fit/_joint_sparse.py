@@ -12,21 +12,34 @@ weights ``w``, and ``U = Jᵀ diag(w) E`` (``E`` the observation-to-star inciden
 which is what :func:`._kernels.eliminate_stars` sums densely. ``Q`` (the priors) is a sparse
 part plus, for the monolithic shared-shape prior, a rank-``nb−1`` term ``−c FᵀF`` that couples
 every visit; that term and the constraints ``C p = t`` go into one symmetric indefinite
-(KKT) system, factorised by sparse LU (SuperLU, minimum-degree ordering on ``Kᵀ + K``)::
+(KKT) system::
 
-    [ S_s  Fᵀ     Cᵀ ] [dp]   [rhs    ]
-    [ F   I / c   0  ] [y ] = [0      ]
-    [ C    0      0  ] [μ ]   [t − C p]
+    [ S_s + λGᵀG  Fᵀ     Cᵀ   Gᵀ    ] [dp]   [rhs    ]
+    [ F           I / c  0    0     ] [y ] = [0      ]
+    [ C           0      0    0     ] [μ ]   [t − C p]
+    [ G           0      0    I / λ ] [z ]   [0      ]
 
-Eliminating ``y`` gives back ``S_s − c FᵀF``; the solution is the dense path's bordered
-Cholesky solve to rounding. The top-left block of the KKT inverse is the constrained
-covariance: parameter errors and the calibration part of the star variances come from its
-columns, solved in batches (``n_p`` solves; ``compute_errors=False`` skips them on very large
-problems).
+Eliminating ``y`` gives back ``S_s − c FᵀF`` and eliminating ``z`` takes back ``λGᵀG``: the
+solution is the dense path's bordered Cholesky solve to rounding. ``G`` pins one parameter
+per constraint (rows of the identity): the constraints remove ``S``'s null space (the
+degeneracies) but their rows are dense and can only be eliminated last, so without the pins
+the leading block would have near-zero pivots along that null space. Ordering: nested
+dissection (METIS) of ``S_s``'s graph, the dense rows last; SuperLU factorises in that order
+with diagonal pivots, which is ``L D Lᵀ``. On a wide survey of 10⁵ visits the factorisation
+takes 5–8 s where SuperLU's own minimum-degree ordering of the whole KKT matrix took 28 s,
+with less fill (``benchmarks/bench_joint_sparse.py`` has the measurements).
+
+Errors: the top-left block of the KKT inverse is the constrained covariance. Its entries on
+the factor's pattern, which holds every pair of parameters one star touches, follow from the
+factor by Takahashi's recurrences (selected inversion, at about the cost of the
+factorisation): the parameter variances and every star's ``u_sᵀ cov u_s`` without the ``n_p``
+solves the whole covariance would take. Where SuperLU had to pivot off the diagonal the
+columns are solved for instead, in batches.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
@@ -35,7 +48,7 @@ from ..errors import InputError, PhotocalibError
 from ._joint_model import MAG_PER_LN
 from ._joint_problem import Problem
 
-__all__ = ["SparsePrior", "SparseSystem", "jacobian_columns", "prior", "reduced_matrix"]
+__all__ = ["SparsePrior", "SparseSystem", "fill_reducing_order", "jacobian_columns", "prior", "reduced_matrix"]
 
 
 class SparsePrior:
@@ -123,6 +136,26 @@ def reduced_matrix(prob: Problem, cols: np.ndarray, D: np.ndarray, w: np.ndarray
     return (Npp - Ns).tocsc()
 
 
+def fill_reducing_order(A: sp.spmatrix) -> np.ndarray:
+    """A fill-reducing symmetric ordering of ``A`` (nested dissection by METIS on its graph).
+
+    The reduced matrix of a wide survey is the graph of visits that share stars (a mesh on the
+    sky, plus the few detector parameters that touch everything): nested dissection keeps the
+    factor's fill near ``n log n`` where minimum degree grows faster.
+    """
+    import pymetis
+
+    n = A.shape[0]
+    if n < 3:
+        return np.arange(n)
+    G = sp.csr_matrix(A, copy=True)
+    G.setdiag(0)
+    G.eliminate_zeros()
+    G = (G + G.T).tocsr()  # a symmetric pattern, as METIS requires
+    perm, _ = pymetis.nested_dissection(pymetis.CSRAdjacency(G.indptr, G.indices))
+    return np.asarray(perm, dtype=np.int64)
+
+
 class SparseSystem:
     """The factorised KKT system of one reduced Hessian ``S`` (sparse), the priors and constraints."""
 
@@ -138,39 +171,85 @@ class SparseSystem:
         # the same relative regularisation as the dense path's Cholesky
         Ss = Ss + sp.diags(1e-12 * np.abs(d))
         nf, nc = len(Q.F), len(C)
+        # The constraints remove ``S``'s null space (the degeneracies) but their rows are dense,
+        # so they can only come last in a sparse factorisation, after ``S`` itself, whose
+        # pivots would then be near zero along the null space. Pin one parameter per constraint
+        # instead (``+ lam GᵀG``, ``G`` rows of the identity, a sparse gauge fix) and take it
+        # back exactly through a border ``[G, 0, 0, I / lam]`` (eliminating it subtracts
+        # ``lam GᵀG``): the system is the same, its leading block is well conditioned.
+        pins = _pins(C)
+        ng = len(pins)
+        G = sp.csr_matrix((np.ones(ng), (np.arange(ng), pins)), shape=(ng, n_p))
+        Ss = Ss + lam * (G.T @ G)
         Fs = sp.csr_matrix(Q.F)
         Cs = sp.csr_matrix(C)
         mid = sp.identity(nf, format="csr") / Q.coef if nf else sp.csr_matrix((0, 0))
-        K = sp.bmat([[Ss, Fs.T, Cs.T],
-                     [Fs, mid, None],
-                     [Cs, None, sp.csr_matrix((nc, nc))]], format="csc")
-        self.n_f, self.n_c = nf, nc
+        K = sp.bmat([[Ss, Fs.T, Cs.T, G.T],
+                     [Fs, mid, None, None],
+                     [Cs, None, sp.csr_matrix((nc, nc)), None],
+                     [G, None, None, sp.identity(ng, format="csr") / lam]], format="csc")
+        self.n_f, self.n_c, self.n_g = nf, nc, ng
+        # nested dissection (METIS) of the reduced matrix's graph, the few dense rows of the
+        # shared-shape prior, the constraints and the pins last; SuperLU keeps that order
+        # (NATURAL) and pivots on the diagonal where it can
+        order = np.concatenate([fill_reducing_order(Ss), np.arange(n_p, n_p + nf + nc + ng)])
+        self.perm = order
+        K = K[order][:, order].tocsc()
         try:
-            # a symmetric ordering (minimum degree on Kᵀ + K) with diagonal pivots preferred:
-            # at 2000 visits a third of the COLAMD fill and half its time
-            self.lu = spla.splu(K, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.01,
+            self.lu = spla.splu(K, permc_spec="NATURAL", diag_pivot_thresh=0.0,
                                 options={"SymmetricMode": True})
         except RuntimeError as exc:
             raise PhotocalibError(
                 "the joint fit's normal matrix is singular beyond the documented degeneracies; "
                 "check that visits overlap and detectors have stars across them") from exc
 
+    def _solve(self, b: np.ndarray) -> np.ndarray:
+        x = np.empty_like(b)
+        x[self.perm] = self.lu.solve(np.ascontiguousarray(b[self.perm]))
+        return x
+
     def solve(self, rhs: np.ndarray, ct: np.ndarray) -> np.ndarray:
         """``dp`` minimising ``½ dpᵀ S dp − rhsᵀ dp`` subject to ``C dp = ct``."""
-        full = np.concatenate([rhs, np.zeros(self.n_f), ct])
-        return self.lu.solve(full)[: self.n_p]
+        full = np.concatenate([rhs, np.zeros(self.n_f), ct, np.zeros(self.n_g)])
+        return self._solve(full)[: self.n_p]
 
     def covariance_columns(self, idx: np.ndarray) -> np.ndarray:
         """Columns ``idx`` of the constrained covariance (shape ``(n_p, len(idx))``)."""
-        rhs = np.zeros((self.n_p + self.n_f + self.n_c, len(idx)))
+        rhs = np.zeros((self.n_p + self.n_f + self.n_c + self.n_g, len(idx)))
         rhs[idx, np.arange(len(idx))] = 1.0
-        return self.lu.solve(rhs)[: self.n_p]
+        return self._solve(rhs)[: self.n_p]
+
+    def selected_inverse(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The KKT inverse on the pattern of its factor (Takahashi's recurrences), or None.
+
+        With the factor ``L D Lᵀ`` of the symmetrically permuted KKT matrix, the entries of
+        ``Z = K⁻¹`` on the pattern of ``L`` (which holds every pair of parameters that one
+        star touches: the pattern of ``S``) follow from the last column back::
+
+            Z_ij = − Σ_{k ∈ L_j} Z_ik L_kj   (i ∈ L_j),     Z_jj = 1 / d_j − Σ_{k ∈ L_j} L_kj Z_kj
+
+        at about the cost of the factorisation, instead of ``n_p`` solves. Returns
+        ``(indptr, indices, Z, Zd)`` of the strictly lower part (CSC, factor order) and the
+        diagonal, or None when SuperLU pivoted off the diagonal (then the factor is not
+        ``L D Lᵀ``) or the pattern lacks an entry the recurrence needs.
+        """
+        lu = self.lu
+        if not np.array_equal(lu.perm_r, lu.perm_c):
+            return None
+        L = sp.tril(lu.L, k=-1, format="csc")
+        L.sort_indices()
+        d = lu.U.diagonal()
+        Z, Zd, ok = _takahashi(L.indptr.astype(np.int64), L.indices.astype(np.int64), L.data, d)
+        if not ok:
+            return None
+        return L.indptr.astype(np.int64), L.indices.astype(np.int64), Z, Zd
 
     def errors(self, prob: Problem, cols: np.ndarray, D: np.ndarray, w: np.ndarray,
                batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Parameter errors (the covariance diagonal) and ``u_sᵀ cov u_s`` per star.
 
-        The covariance is solved for in column batches and never held whole: ``n_p`` solves
+        By selected inversion (:meth:`selected_inverse`) where the factor allows it; otherwise
+        the covariance is solved for in column batches and never held whole: ``n_p`` solves
         and, per batch, ``(cov U)`` restricted to the batch's rows.
         """
         n, k = D.shape
@@ -178,8 +257,21 @@ class SparseSystem:
         Jw = sp.csr_matrix(((D * w[:, None]).ravel(), cols.ravel(), np.arange(0, n * k + 1, k, dtype=np.int64)),
                            shape=(n, self.n_p))
         E = sp.csr_matrix((np.ones(n), prob.star, np.arange(n + 1)), shape=(n, n_s))
-        U = (Jw.T @ E).tocsr()
+        U = (Jw.T @ E).tocsc()
         del Jw, E
+        sel = self.selected_inverse()
+        if sel is not None:
+            indptr, indices, Z, Zd = sel
+            # position of each parameter in the factor's order: K[order][:, order] = Pᵀ L D Lᵀ P
+            where = np.empty(len(self.perm), dtype=np.int64)
+            where[self.perm] = self.lu.perm_c
+            pos = where[: self.n_p]
+            var = Zd[pos]
+            U.sort_indices()
+            quad = _star_quadratic(U.indptr.astype(np.int64), U.indices.astype(np.int64), U.data, pos,
+                                   indptr, indices, Z, Zd)
+            return np.sqrt(np.clip(var, 0, None)), quad
+        U = U.tocsr()
         var = np.zeros(self.n_p)
         quad = np.zeros(n_s)
         # keep the dense (batch × stars) product under about 256 MB
@@ -191,3 +283,78 @@ class SparseSystem:
             cu = (U.T @ cov).T  # rows idx of cov U: (len(idx), n_s)
             quad += np.asarray(U[idx].multiply(cu).sum(axis=0)).ravel()
         return np.sqrt(np.clip(var, 0, None)), quad
+
+
+def _pins(C: np.ndarray) -> np.ndarray:
+    """One parameter per constraint row: its largest coefficient among the columns not taken."""
+    taken: list[int] = []
+    for row in np.abs(C):
+        row = row.copy()
+        row[taken] = -1.0
+        j = int(np.argmax(row))
+        if row[j] > 0:
+            taken.append(j)
+    return np.asarray(taken, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _takahashi(indptr, indices, L, d):  # pragma: no cover - compiled
+    """Takahashi's recurrences on a unit lower factor (strict part, CSC, sorted rows) and its
+    pivots ``d``: the inverse on the factor's pattern (see :meth:`SparseSystem.selected_inverse`)."""
+    n = len(d)
+    Z = np.zeros(len(L))
+    Zd = np.zeros(n)
+    pos = np.full(n, -1, dtype=np.int64)
+    for j in range(n - 1, -1, -1):
+        a, b = indptr[j], indptr[j + 1]
+        for qk in range(a, b):
+            k = indices[qk]
+            lkj = L[qk]
+            Z[qk] -= Zd[k] * lkj
+            for t in range(indptr[k], indptr[k + 1]):
+                pos[indices[t]] = t
+            for qi in range(qk + 1, b):
+                t = pos[indices[qi]]
+                if t < 0:  # the pattern is not closed under elimination: not a symbolic factor
+                    return Z, Zd, False
+                Z[qi] -= Z[t] * lkj  # Z_ij gets Z_ik L_kj (i > k)
+                Z[qk] -= Z[t] * L[qi]  # Z_kj gets Z_ki L_ij (i > k)
+            for t in range(indptr[k], indptr[k + 1]):
+                pos[indices[t]] = -1
+        s = 1.0 / d[j]
+        for q in range(a, b):
+            s -= L[q] * Z[q]
+        Zd[j] = s
+    return Z, Zd, True
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(indptr, indices, Z, Zd, i, j):  # pragma: no cover - compiled
+    if i == j:
+        return Zd[i]
+    if i < j:
+        i, j = j, i
+    a, b = indptr[j], indptr[j + 1]
+    while a < b:  # binary search of row i in column j
+        m = (a + b) // 2
+        if indices[m] < i:
+            a = m + 1
+        else:
+            b = m
+    return Z[a]
+
+
+@numba.njit(cache=True, nogil=True)
+def _star_quadratic(uptr, urow, uval, pos, indptr, indices, Z, Zd):  # pragma: no cover - compiled
+    """``u_sᵀ Z u_s`` per star (``u_s`` column ``s`` of ``U``) from the selected inverse."""
+    n_s = len(uptr) - 1
+    out = np.zeros(n_s)
+    for s in range(n_s):
+        acc = 0.0
+        for a in range(uptr[s], uptr[s + 1]):
+            pa = pos[urow[a]]
+            acc += uval[a] * uval[a] * Zd[pa]
+            for b in range(a + 1, uptr[s + 1]):
+                acc += 2.0 * uval[a] * uval[b] * _lookup(indptr, indices, Z, Zd, pa, pos[urow[b]])
+        out[s] = acc
+    return out
