@@ -270,3 +270,27 @@ def test_photo_calib_is_carried_only_when_constant(scene):
     varying = pc.PhotoCalib(ChebyshevField(np.array([[2.0, 0.1], [0.05, 0.0]]), box), kind=pc.ImageKind.FLUENCE)
     with pytest.raises(pc.InputError, match="calibrate_image"):
         warp_exposure(scene.exposure.replace(photo_calib=varying), scene.target, scene.out_shape)
+
+
+def test_dropped_tiles_are_no_data_and_a_hand_made_mapping_is_prefilled(scene):
+    """Pixels of dropped tiles are NaN / NO_DATA (the output is not pre-filled); a mapping
+    without ``dropped`` (made by hand) gets the same pixels through the pre-filled output."""
+    import dataclasses
+
+    from photocalib.warp import pixel_mapping
+
+    ny, nx = scene.out_shape
+    m = pixel_mapping(scene.wcs, scene.target, (ny, nx + 700), input_shape=scene.image.shape)
+    assert len(m.dropped) > 0
+    res = warp_arrays(scene.image, scene.wcs, scene.target, (ny, nx + 700), variance=scene.exposure.variance,
+                      mapping=m)
+    for x0, y0, w, h in m.dropped:
+        box = (slice(y0, y0 + h), slice(x0, x0 + w))
+        assert np.all(np.isnan(res.image[box])) and np.all(np.isnan(res.variance[box]))
+        assert np.all(res.mask[box] == MaskPlane.NO_DATA)
+    bare = dataclasses.replace(m, dropped=np.zeros((0, 4), dtype=np.int64))
+    res2 = warp_arrays(scene.image, scene.wcs, scene.target, (ny, nx + 700), variance=scene.exposure.variance,
+                       mapping=bare)
+    np.testing.assert_array_equal(res2.image, res.image)
+    np.testing.assert_array_equal(res2.variance, res.variance)
+    np.testing.assert_array_equal(res2.mask, res.mask)

@@ -122,3 +122,46 @@ def test_grow_bits_is_a_box_dilation_of_the_chosen_bits():
         np.testing.assert_array_equal(out, expected)
     clean = np.full((5, 6), 2, np.uint32)
     assert _kernels.grow_bits(clean, np.uint32(1), 2) is clean
+
+
+def _dilated(mask, bits, radius):
+    """Reference: each chosen bit dilated by a (2 radius + 1)² box with scipy, ORed in."""
+    from scipy.ndimage import binary_dilation
+
+    expected = mask.copy()
+    for bit in bits:
+        grown = binary_dilation((mask & bit) != 0, structure=np.ones((2 * radius + 1,) * 2, bool))
+        expected[grown] |= np.uint32(bit)
+    return expected
+
+
+def test_grow_bits_on_columns_runs_and_dense_blocks():
+    """The run-length scan: bad columns, long runs that cross its 64-pixel blocks, runs whose
+    bits change along the row, dense blocks and runs touching every edge."""
+    from photocalib.warp import _kernels
+
+    rng = np.random.default_rng(5)
+    mask = np.zeros((150, 301), np.uint32)
+    mask[:, 0] |= 1  # a bad column on the left edge
+    mask[:, 130] |= 4
+    mask[40:43, 20:290] |= 1  # long runs across several blocks
+    mask[41, 100:200] |= 4  # the bits change inside a run
+    mask[90:149, 200:301] = 1  # a dense block on the bottom-right corner
+    mask[rng.random(mask.shape) < 0.02] |= np.uint32(2)  # not grown
+    mask[rng.random(mask.shape) < 0.005] |= np.uint32(4)
+    for radius in (1, 2, 3):
+        np.testing.assert_array_equal(_kernels.grow_bits(mask, np.uint32(1 | 4), radius), _dilated(mask, (1, 4), radius))
+
+
+def test_tiles_and_dropped_tiles_partition_the_output():
+    def shift(x, y):
+        return x - 2000.0, y
+
+    m = PixelMapping.build(shift, (300, 2600), input_shape=(256, 256))
+    assert len(m.dropped) > 0
+    cover = np.zeros(m.shape, int)
+    for x0, y0, w, h in zip(m.x0, m.y0, m.nx, m.ny, strict=True):
+        cover[y0:y0 + h, x0:x0 + w] += 1
+    for x0, y0, w, h in m.dropped:
+        cover[y0:y0 + h, x0:x0 + w] += 1
+    assert np.all(cover == 1)

@@ -7,7 +7,7 @@ measured at the mid-points of its node grid, is below the tolerance (0.001 px by
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,6 +64,10 @@ class PixelMapping:
         Largest error found at the check points of the accepted polynomial tiles.
     n_exact : int
         Number of exact evaluations of the mapping that the build made.
+    dropped : numpy.ndarray
+        ``(n, 4)`` int64 rows ``(x0, y0, nx, ny)``: the tiles dropped as unmapped or far
+        outside the input. With the tiles they partition the output image, so a warp fills
+        exactly these with "no data" and need not pre-fill its whole output.
     """
 
     shape: tuple[int, int]
@@ -81,6 +85,7 @@ class PixelMapping:
     exact_y: np.ndarray
     max_error: float
     n_exact: int
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
 
     @classmethod
     def build(
@@ -137,6 +142,7 @@ class PixelMapping:
 
         accepted: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
         exact_tiles: list[np.ndarray] = []
+        dropped: list[np.ndarray] = [np.zeros((0, 4), dtype=np.int64)]
         n_exact = 0
         max_error = 0.0
         while len(tiles):
@@ -164,6 +170,7 @@ class PixelMapping:
             with np.errstate(invalid="ignore"):
                 err = np.hypot(ix - mx, iy - my)
                 err = np.where(finite, err, np.inf).max(axis=(1, 2))
+            dropped.append(tiles[~keep])
             good = keep & (err <= tolerance * _SAFETY)
             if good.any():
                 accepted.append((tiles[good], cx[good], cy[good], float(err[good].max())))
@@ -175,10 +182,10 @@ class PixelMapping:
             split = bad & ~small
             tiles = _split(tiles[split])
 
-        return cls._assemble((ny, nx), tolerance, accepted, exact_tiles, func, n_exact, max_error)
+        return cls._assemble((ny, nx), tolerance, accepted, exact_tiles, func, n_exact, max_error, dropped)
 
     @classmethod
-    def _assemble(cls, shape, tolerance, accepted, exact_tiles, func, n_exact, max_error):
+    def _assemble(cls, shape, tolerance, accepted, exact_tiles, func, n_exact, max_error, dropped):
         parts = [a[0] for a in accepted]
         cxs = [a[1] for a in accepted]
         cys = [a[2] for a in accepted]
@@ -228,6 +235,7 @@ class PixelMapping:
             exact_y=ey,
             max_error=max_error,
             n_exact=int(n_exact),
+            dropped=np.ascontiguousarray(np.concatenate(dropped), dtype=np.int64),
         )
 
     @property

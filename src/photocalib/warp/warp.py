@@ -90,30 +90,72 @@ def _threads() -> int:
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
-def _resample_threaded(before: tuple, tile_args: tuple, after: tuple, threads: int | None = None) -> None:
+def _run_chunks(tasks: list, n_threads: int) -> None:
+    """Run zero-argument callables (Numba kernels that release the GIL) on ``n_threads`` threads."""
+    if n_threads <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
+
+
+def _resample_threaded(before: tuple, tile_args: tuple, after: tuple, threads: int | None = None,
+                       dropped: np.ndarray | None = None) -> None:
     """Run the resampling kernel over chunks of tiles on threads (the kernel releases the GIL).
 
     ``tile_args`` are the mapping's arrays: nine per-tile arrays, then the two shared arrays of
     exact coordinates. Each tile writes only its own output pixels, so chunks never collide;
-    several chunks per thread balance tiles of unequal cost (e.g. outside the input).
+    several chunks per thread balance tiles of unequal cost (e.g. outside the input). The
+    ``dropped`` tiles ``(x0, y0, nx, ny)`` are filled with "no data" in the same pool, so the
+    output needs no pre-fill (one write per output pixel, first touched on the threads).
     """
     per_tile, shared = tile_args[:9], tile_args[9:]
     n_tiles = per_tile[0].shape[0]
     n_threads = _threads() if threads is None else max(1, int(threads))
-    n_chunks = min(n_tiles, 8 * n_threads)
-    if n_chunks <= 1 or n_threads == 1:
-        _kernels.resample(*before, *tile_args, *after)
-        return
+    out, out_var, out_mask, nodata = after[2], after[3], after[4], after[6]
+    has_var = before[3]
+    n_chunks = max(1, min(n_tiles, 8 * n_threads)) if n_threads > 1 else 1
     bounds = np.linspace(0, n_tiles, n_chunks + 1).astype(int)
+    tasks = []
+    if dropped is not None and len(dropped):
+        d_chunks = max(1, min(len(dropped), 2 * n_threads)) if n_threads > 1 else 1
+        d_bounds = np.linspace(0, len(dropped), d_chunks + 1).astype(int)
+        for lo, hi in zip(d_bounds[:-1], d_bounds[1:], strict=True):
+            part = dropped[lo:hi]
+            tasks.append(lambda part=part: _kernels.fill_no_data(
+                np.ascontiguousarray(part[:, 0]), np.ascontiguousarray(part[:, 1]),
+                np.ascontiguousarray(part[:, 2]), np.ascontiguousarray(part[:, 3]),
+                out, out_var, has_var, out_mask, nodata))
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        tasks.append(lambda lo=lo, hi=hi: _kernels.resample(
+            *before, *(a[lo:hi] for a in per_tile), *shared, *after))
+    _run_chunks(tasks, n_threads)
 
-    def run(k: int) -> None:
-        lo, hi = bounds[k], bounds[k + 1]
-        _kernels.resample(*before, *(a[lo:hi] for a in per_tile), *shared, *after)
 
-    from concurrent.futures import ThreadPoolExecutor
+def _surface_brightness(image: np.ndarray, variance: np.ndarray | None, a_in: np.ndarray, dtype,
+                        n_threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image / a_in`` and ``variance / a_in²`` in ``dtype``, by row blocks on threads."""
+    has_var = variance is not None
+    values = np.empty(image.shape, dtype)
+    var_in = np.empty(image.shape if has_var else (1, 1), dtype)
+    image, a_in = _native(image), _native(a_in)
+    variance = _native(variance) if has_var else values[:1, :1]
+    ny = image.shape[0]
+    n_blocks = max(1, min(ny, 4 * n_threads)) if n_threads > 1 else 1
+    bounds = np.linspace(0, ny, n_blocks + 1).astype(int)
 
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        list(pool.map(run, range(n_chunks)))
+    def block(y0: int, y1: int) -> None:
+        _kernels.surface_brightness_planes(
+            image[y0:y1], variance[y0:y1] if has_var else variance, a_in[y0:y1], values[y0:y1],
+            var_in[y0:y1] if has_var else var_in, has_var)
+
+    _run_chunks([lambda y0=y0, y1=y1: block(y0, y1) for y0, y1 in zip(bounds[:-1], bounds[1:], strict=True)],
+                n_threads)
+    return values, var_in
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -311,9 +353,7 @@ def warp_arrays(
     dtype = np.float32 if image.dtype == np.float32 else np.float64
     src = as_sky_wcs(src_wcs, "input WCS")
     dst = as_sky_wcs(target_wcs, "target WCS")
-    if mapping is None:
-        mapping = pixel_mapping(src, dst, (ny, nx), input_shape=image.shape, tolerance=tolerance, origin=origin)
-    elif mapping.shape != (ny, nx):
+    if mapping is not None and mapping.shape != (ny, nx):
         raise InputError(f"mapping is for output shape {mapping.shape}, not {(ny, nx)}")
 
     has_var = variance is not None
@@ -327,40 +367,61 @@ def warp_arrays(
         if mask.shape != image.shape:
             raise InputError(f"mask shape {mask.shape} differs from image shape {image.shape}")
         mask = np.ascontiguousarray(mask, dtype=np.uint32)
-        if order == _kernels.LANCZOS3:
-            mask = _kernels.grow_bits(mask, np.uint32(grow_bits), 2)
     else:
         mask = np.zeros((1, 1), dtype=np.uint32)
+    fluence = mode == "fluence"
+    n_threads = _threads() if threads is None else max(1, int(threads))
 
-    if mode == "fluence":
-        a_in = src_area if src_area is not None else _area(src, Box.from_shape(image.shape))
-        a_out = dst_area if dst_area is not None else _area(dst, Box(int(origin[0]), int(origin[1]), nx, ny))
+    # The mapping, both area images and the grown mask do not depend on each other: build them
+    # side by side (the Numba kernels and NumPy release the GIL).
+    jobs = {}
+    if mapping is None:
+        jobs["mapping"] = lambda: pixel_mapping(src, dst, (ny, nx), input_shape=image.shape, tolerance=tolerance,
+                                                origin=origin)
+    if fluence and src_area is None:
+        jobs["a_in"] = lambda: _area(src, Box.from_shape(image.shape))
+    if fluence and dst_area is None:
+        jobs["a_out"] = lambda: _area(dst, Box(int(origin[0]), int(origin[1]), nx, ny))
+    if has_mask and order == _kernels.LANCZOS3:
+        jobs["mask"] = lambda: _kernels.grow_bits(mask, np.uint32(grow_bits), 2)
+    if n_threads > 1 and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(n_threads, len(jobs))) as pool:
+            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            done = {name: future.result() for name, future in futures.items()}
+    else:
+        done = {name: job() for name, job in jobs.items()}
+    mapping = done.get("mapping", mapping)
+    mask = done.get("mask", mask)
+
+    if fluence:
+        a_in = done.get("a_in", src_area)
+        a_out = done.get("a_out", dst_area)
         if a_in.shape != image.shape or a_out.shape != (ny, nx):
             raise InputError("pixel-area images must match the input and output shapes")
-        values = np.empty(image.shape, dtype)
-        var_in = np.empty(image.shape if has_var else (1, 1), dtype)
-        _kernels.surface_brightness_planes(
-            _native(image), _native(variance) if has_var else values[:1, :1], _native(a_in), values, var_in, has_var)
+        values, var_in = _surface_brightness(image, variance if has_var else None, a_in, dtype, n_threads)
         area_out = np.ascontiguousarray(a_out, dtype=np.float64)
-        use_area = True
     else:
         values = np.ascontiguousarray(image, dtype=dtype)
-        if has_var:
-            var_in = np.ascontiguousarray(variance, dtype=dtype)
+        var_in = np.ascontiguousarray(variance, dtype=dtype) if has_var else np.zeros((1, 1), dtype=dtype)
         area_out = np.ones((1, 1))
-        use_area = False
-    if not has_var:
-        var_in = np.zeros((1, 1), dtype=dtype)
 
-    out = np.full((ny, nx), np.nan, dtype=dtype)
-    out_var = np.full((ny, nx), np.nan, dtype=dtype)
-    # Pixels no tile covers (dropped as far outside the input) have no data.
-    out_mask = np.full((ny, nx), np.uint32(MaskPlane.NO_DATA), dtype=np.uint32)
+    # Every output pixel is written once: by its tile, or as "no data" in a dropped tile. A
+    # mapping whose tiles do not cover the output (made by hand, without ``dropped``) gets the
+    # pre-filled output instead.
+    covered = int(np.sum(mapping.nx * mapping.ny)) + int(np.sum(mapping.dropped[:, 2] * mapping.dropped[:, 3]))
+    alloc = np.empty if covered == ny * nx else np.full
+    fill = () if covered == ny * nx else (np.nan,)
+    out = alloc((ny, nx), *fill, dtype=dtype)
+    out_var = alloc((ny, nx) if has_var else (1, 1), *fill, dtype=dtype)
+    out_mask = alloc((ny, nx), *((np.uint32(MaskPlane.NO_DATA),) if fill else ()), dtype=np.uint32)
     _resample_threaded(
-        (_readonly(values), _readonly(var_in), _readonly(mask), has_var, has_mask, _readonly(area_out), use_area),
+        (_readonly(values), _readonly(var_in), _readonly(mask), has_var, has_mask, _readonly(area_out), fluence),
         mapping.kernel_args(),
         (order, _LANCZOS3_TABLE, out, out_var, out_mask, np.uint32(MaskPlane.EDGE), np.uint32(MaskPlane.NO_DATA)),
-        threads,
+        n_threads,
+        dropped=mapping.dropped,
     )
     return WarpResult(image=out, variance=out_var if has_var else None, mask=out_mask, mapping=mapping)
 
