@@ -91,12 +91,14 @@ def make_problem(n_obs_target: float, seed: int = 1, outlier_fraction: float = 0
     return obs, wcs, truth
 
 
-def fgcm_like(obs, wcs, star_flat_order: int, max_seconds: float, target_chi2: float | None):
+def fgcm_like(obs, wcs, star_flat_order: int, max_seconds: float, target_chi2: float | None, bboxes=None,
+              return_fit: bool = False):
     """Reference-free fit the FGCM way: L-BFGS-B on the full χ² with an analytic gradient.
 
     Same model, data, weights and starting point as the Gauss–Newton fit; no outlier
     rejection (the data have none). Returns (seconds, iterations, final χ², seconds to reach
-    ``target_chi2 × (1 + 1e-6)`` or None).
+    ``target_chi2 × (1 + 1e-6)`` or None), and with ``return_fit`` also the fit's internal
+    problem and its calibration parameters (for comparisons against truth).
     """
     from scipy.optimize import minimize
 
@@ -104,7 +106,7 @@ def fgcm_like(obs, wcs, star_flat_order: int, max_seconds: float, target_chi2: f
 
     cal = JointCalibrator("reference-free", star_flat_order=star_flat_order, n_sigma=None)
     t0 = time.perf_counter()
-    prob = cal._prepare(obs, wcs, None, None)
+    prob = cal._prepare(obs, wcs, None, bboxes)
     from photocalib.fit._joint_model import evaluate_blocks
 
     w = 1.0 / prob.sigma2.astype(np.float64)
@@ -157,6 +159,8 @@ def fgcm_like(obs, wcs, star_flat_order: int, max_seconds: float, target_chi2: f
             if c <= target_chi2 * (1 + 1e-6):
                 reach = tt - t0
                 break
+    if return_fit:
+        return t1 - t0, int(res.nit), float(res.fun), reach, prob, res.x[n_s:]
     return t1 - t0, int(res.nit), float(res.fun), reach
 
 

@@ -94,6 +94,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write
+from ..calib import AB_ZERO_POINT_NJY_MAG
 from ..errors import InputError
 from ..geom import Box
 
@@ -102,7 +103,7 @@ __all__ = ["LargeSurvey", "LargeSurveyConfig", "LargeSurveyWcs", "triangular_ter
 
 ARCSEC_PER_RADIAN = 180.0 * 3600.0 / math.pi
 #: AB magnitude of 1 nJy.
-AB_NJY = 31.4
+AB_NJY = AB_ZERO_POINT_NJY_MAG
 
 
 def triangular_terms(order: int) -> tuple[np.ndarray, np.ndarray]:
