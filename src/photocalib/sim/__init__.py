@@ -13,6 +13,10 @@ Quick start
 
 The command line is ``photocalib simulate --preset hsc-like --visits 10 --out DIR``.
 
+For survey-sized joint-calibration data (10⁵–10⁸ star observations, no pixels, no GalSim),
+:mod:`photocalib.sim.large_survey` writes observations partitioned by sky cell as Parquet with
+their exact truth: ``python -m photocalib.sim.large_survey DIR --visits 10000 --workers 2``.
+
 Public API
 ----------
 ``Camera.preset(name, detector_shape=None, n_detectors=None, tree_rings=False, pixel_scale_arcsec=None, seed=1, **config)``
@@ -137,7 +141,7 @@ pixel_area_wcs, tree_ring, instflux_sb_expected, instflux_fluence_expected, satu
 
 from __future__ import annotations
 
-from . import spectra, testing
+from . import large_survey, spectra, testing
 from .camera import PRESETS, Camera, CameraConfig, Detector, sky_to_tangent, tangent_to_sky
 from .render import dome_flat, monochromatic_flats, render_detector
 from .runner import DEFAULT_DEMO, SimulationResult, simulate, truth_maps
@@ -156,6 +160,7 @@ __all__ = [
     "SurveyConfig",
     "Visit",
     "dome_flat",
+    "large_survey",
     "make_refcat",
     "make_stars",
     "make_survey",
