@@ -156,7 +156,10 @@ def _synthetic_system(n_visits=400, per_visit=25, depth=8.0, seed=4):
     visit = np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])
     keep = np.bincount(star, minlength=len(stars))[star] >= 2
     star, visit = star[keep], visit[keep]
+    angle = rng.uniform(0, 2 * np.pi, n_visits)[visit]  # each visit's camera rotation on the sky
     rel = stars[star] - centre[visit]
+    rel = np.stack([np.cos(angle) * rel[:, 0] + np.sin(angle) * rel[:, 1],
+                    -np.sin(angle) * rel[:, 0] + np.cos(angle) * rel[:, 1]], 1)
     _, star = np.unique(star, return_inverse=True)
     det = (rel[:, 0] > 0) + 2 * (rel[:, 1] > 0)
     n_p = n_visits + 12

@@ -218,6 +218,21 @@ class GaussNewton:
     inside the solve), then phase 2 refits by least squares on the observations whose
     leverage-corrected |z| at the robust solution is below n_sigma, re-classifying until the set
     is stable. Without robust_scale (None) the older reject-and-resolve rounds run in phase 2.
+
+    Where the iterations go (a wide survey of 1000 visits, no outliers: 27 before the changes
+    below, 23 after): phase 0, 3; phase 1, 13–16; phase 2, 3–4 per classification round, usually
+    two. Phase 1 dominates because iteratively reweighted least squares is a fixed-point
+    iteration: each step is exact for the weights of its start, and the weights then move
+    with the residuals, so it converges linearly (step ratio about 0.6 on that survey, the
+    same whether the Hessian is re-assembled or frozen). Hence (i) phase 1 keeps the Hessian
+    of its first iteration unless a step exceeds 0.2 mag (the frozen steps converge at the
+    same rate, at the cost of a map instead of an assembly and a factorisation: 7 instead of 11
+    factorisations there); (ii) from 1 mmag steps on, phase 1 ends as soon as the classification
+    it prepares is the same at two successive points, instead of waiting for 0.1 mmag steps
+    (the classification is re-made at the least-squares solution in phase 2 anyway); (iii) a
+    phase-2 round whose re-classification changes the weights goes on from the frozen-Hessian
+    solution without first confirming it with a re-assembled Hessian. None of these changes the
+    answer (the least-squares solution on the final set, converged to ``tol``).
     """
 
     def __init__(self, cfg, model, prob: Problem, client) -> None:
@@ -247,6 +262,7 @@ class GaussNewton:
         self.force_full = True
         self.irls = cfg.n_sigma is not None and cfg.robust_scale is not None
         self.phase = 0 if self.irls else 2
+        self.keep = None  # phase 1: the classification at the previous point
 
     def _start(self) -> None:
         """Start close to the answer, robustly (medians: outliers are still in): star magnitudes,
@@ -322,7 +338,9 @@ class GaussNewton:
 
         prob, mapper, star, n_s = self.prob, self.mapper, self.prob.star, self.n_s
         p, M, ref_w = self.p, self.M, self.ref_w
-        full = self.force_full or self.fact is None or self.last_step > 2e-2
+        # robust steps converge linearly whatever the Hessian (see the class documentation):
+        # phase 1 re-assembles it only after large steps
+        full = self.force_full or self.fact is None or self.last_step > (2e-1 if self.phase == 1 else 2e-2)
         Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], self.w, full and not self.sparse,
                                            self.cfg.robust_scale if self.phase == 1 else None)
         we = mapper.w  # the weights of this iteration (w, or its Cauchy reweighting)
@@ -400,7 +418,15 @@ class GaussNewton:
             self.force_full = False
             more = self.n_iter < cfg.max_iter
             # Phases 0 and 1 only prepare the classification: 1 mmag (least squares) and 0.1 mmag
-            # (robust) steps are close enough for a 5σ cut; phase 2 converges to ``tol``.
+            # (robust) steps are close enough for a 5σ cut; phase 2 converges to ``tol``. The
+            # robust iterations converge linearly (each reweighting is a fixed-point step, rate
+            # about 0.6), so phase 1 also ends, from 1 mmag steps on, as soon as the
+            # classification it prepares is the same at two successive points.
+            if self.phase == 1 and more and not small and self.last_step < 1e-3:
+                keep = _within(self.prob, self.mapper.r, self.mapper.w, self.w0, self.ref_w, cfg.n_sigma)
+                stable = self.keep is not None and np.array_equal(keep, self.keep)
+                self.keep = keep
+                small = stable
             if self.phase < 2 and (small or self.last_step < (1e-3 if self.phase == 0 else 1e-4)) and more:
                 if self.phase == 1:  # robust solution reached: keep what is within n_sigma of it
                     self.w = self.w0 * _within(self.prob, self.mapper.r, self.mapper.w, self.w0, self.ref_w,
@@ -417,14 +443,17 @@ class GaussNewton:
                 self.phase += 1
                 continue
             if small and not full and more:
+                if self._classify_again(dp, dM):
+                    # the set changed: this solution needs no confirming; go on from it with
+                    # the new weights (and the same Hessian: few weights changed)
+                    self.force_full = False
+                    continue
                 self.force_full = True  # confirm with the true Hessian (and get the covariance)
                 self.prev = None
                 self._advance(dp, dM)
                 continue
             if small or not more:
-                if small and cfg.n_sigma is not None and self.rounds < cfg.max_rejection_rounds and self._reclassify():
-                    self.rounds += 1
-                    self._restart(dp, dM)
+                if small and self._classify_again(dp, dM):
                     self.force_full = False
                     if more:
                         continue
@@ -435,6 +464,16 @@ class GaussNewton:
             self.prev = (self.chi2, self.p, self.M, dp, dM, full)
             self.step = 1.0
             self._advance(dp, dM)
+
+    def _classify_again(self, dp, dM) -> bool:
+        """At a converged point of phase 2: re-classify the outliers; if any weight changed,
+        count the round and restart from the point after the step ``(dp, dM)``."""
+        cfg = self.cfg
+        if cfg.n_sigma is None or self.rounds >= cfg.max_rejection_rounds or not self._reclassify():
+            return False
+        self.rounds += 1
+        self._restart(dp, dM)
+        return True
 
     def _restart(self, dp, dM) -> None:
         """After the weights changed: take the step and forget the step-length history."""
