@@ -228,6 +228,10 @@ def test_sparse_system_solves_and_inverts_like_a_dense_kkt_solve(with_prior_row)
     Jw = sp.csr_matrix(((D * w[:, None]).ravel(), cols.ravel(), np.arange(0, 4 * n + 1, 4)), shape=(n, prob.n_p))
     U = (Jw.T @ sp.csr_matrix((np.ones(n), (np.arange(n), prob.star)))).toarray()
     np.testing.assert_allclose(quad, np.einsum("ps,pq,qs->s", U, cov, U), rtol=1e-6)
+    # what a streamed fit calls: the diagonal alone, and one partition's stars at a time
+    np.testing.assert_allclose(system.variances(), np.diag(cov), rtol=1e-6)
+    part = np.arange(0, U.shape[1], 3)
+    np.testing.assert_allclose(system.star_quadratic(sp.csc_matrix(U[:, part])), quad[part], rtol=1e-12)
     # the fallback (columns of the covariance by solves) gives the same numbers
     system.selected_inverse = lambda: None
     perr2, quad2 = system.errors(prob, cols, D, w)

@@ -194,6 +194,7 @@ class SparseSystem:
         # (NATURAL) and pivots on the diagonal where it can
         order = np.concatenate([fill_reducing_order(Ss), np.arange(n_p, n_p + nf + nc + ng)])
         self.perm = order
+        self._selected = None  # the selected inverse, once computed (``()``: not available)
         K = K[order][:, order].tocsc()
         try:
             self.lu = spla.splu(K, permc_spec="NATURAL", diag_pivot_thresh=0.0,
@@ -231,18 +232,71 @@ class SparseSystem:
         at about the cost of the factorisation, instead of ``n_p`` solves. Returns
         ``(indptr, indices, Z, Zd)`` of the strictly lower part (CSC, factor order) and the
         diagonal, or None when SuperLU pivoted off the diagonal (then the factor is not
-        ``L D Lᵀ``) or the pattern lacks an entry the recurrence needs.
+        ``L D Lᵀ``) or the pattern lacks an entry the recurrence needs. Computed once.
         """
+        if self._selected is not None:
+            return self._selected or None
         lu = self.lu
+        self._selected = ()
         if not np.array_equal(lu.perm_r, lu.perm_c):
             return None
         L = sp.tril(lu.L, k=-1, format="csc")
         L.sort_indices()
         d = lu.U.diagonal()
-        Z, Zd, ok = _takahashi(L.indptr.astype(np.int64), L.indices.astype(np.int64), L.data, d)
-        if not ok:
-            return None
-        return L.indptr.astype(np.int64), L.indices.astype(np.int64), Z, Zd
+        indptr, indices = L.indptr.astype(np.int64), L.indices.astype(np.int64)
+        Z, Zd, ok = _takahashi(indptr, indices, L.data, d)
+        if ok:
+            self._selected = (indptr, indices, Z, Zd)
+        return self._selected or None
+
+    def _positions(self) -> np.ndarray:
+        """Where each parameter sits in the factor's order (``K[perm][:, perm]`` is then
+        permuted by SuperLU's ``perm_c``)."""
+        where = np.empty(len(self.perm), dtype=np.int64)
+        where[self.perm] = self.lu.perm_c
+        return where[: self.n_p]
+
+    def variances(self, batch: int = 256) -> np.ndarray:
+        """The constrained covariance's diagonal (the squared parameter errors).
+
+        From the selected inverse where the factor allows it, else ``n_p`` solves in batches.
+        """
+        sel = self.selected_inverse()
+        if sel is not None:
+            return sel[3][self._positions()].copy()
+        var = np.zeros(self.n_p)
+        for i0 in range(0, self.n_p, batch):
+            idx = np.arange(i0, min(i0 + batch, self.n_p))
+            var[idx] = self.covariance_columns(idx)[idx, np.arange(len(idx))]
+        return var
+
+    def star_quadratic(self, U: sp.spmatrix, batch: int = 256) -> np.ndarray:
+        """``u_sᵀ cov u_s`` for every column ``u_s`` of ``U`` (shape ``(n_p, n_stars)``, sparse).
+
+        Each ``u_s = Σ w D`` over one star's observations touches only parameters that star
+        touches, whose covariance entries are all in the selected inverse; a streamed fit can
+        pass one partition's stars at a time. Without the selected inverse, by solves.
+        """
+        U = sp.csc_matrix(U)
+        if U.shape[0] != self.n_p:
+            raise ValueError(f"U has {U.shape[0]} rows; the system has {self.n_p} parameters")
+        sel = self.selected_inverse()
+        if sel is not None:
+            indptr, indices, Z, Zd = sel
+            U.sort_indices()
+            return _star_quadratic(U.indptr.astype(np.int64), U.indices.astype(np.int64), U.data,
+                                   self._positions(), indptr, indices, Z, Zd)
+        U = U.tocsr()
+        n_s = U.shape[1]
+        quad = np.zeros(n_s)
+        # keep the dense (batch × stars) product under about 256 MB
+        batch = int(max(8, min(batch, 2**25 // max(n_s, 1))))
+        for i0 in range(0, self.n_p, batch):
+            idx = np.arange(i0, min(i0 + batch, self.n_p))
+            cov = self.covariance_columns(idx)
+            cu = (U.T @ cov).T  # rows idx of cov U: (len(idx), n_s)
+            quad += np.asarray(U[idx].multiply(cu).sum(axis=0)).ravel()
+        return quad
 
     def errors(self, prob: Problem, cols: np.ndarray, D: np.ndarray, w: np.ndarray,
                batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -259,30 +313,8 @@ class SparseSystem:
         E = sp.csr_matrix((np.ones(n), prob.star, np.arange(n + 1)), shape=(n, n_s))
         U = (Jw.T @ E).tocsc()
         del Jw, E
-        sel = self.selected_inverse()
-        if sel is not None:
-            indptr, indices, Z, Zd = sel
-            # position of each parameter in the factor's order: K[order][:, order] = Pᵀ L D Lᵀ P
-            where = np.empty(len(self.perm), dtype=np.int64)
-            where[self.perm] = self.lu.perm_c
-            pos = where[: self.n_p]
-            var = Zd[pos]
-            U.sort_indices()
-            quad = _star_quadratic(U.indptr.astype(np.int64), U.indices.astype(np.int64), U.data, pos,
-                                   indptr, indices, Z, Zd)
-            return np.sqrt(np.clip(var, 0, None)), quad
-        U = U.tocsr()
-        var = np.zeros(self.n_p)
-        quad = np.zeros(n_s)
-        # keep the dense (batch × stars) product under about 256 MB
-        batch = int(max(8, min(batch, 2**25 // max(n_s, 1))))
-        for i0 in range(0, self.n_p, batch):
-            idx = np.arange(i0, min(i0 + batch, self.n_p))
-            cov = self.covariance_columns(idx)
-            var[idx] = cov[idx, np.arange(len(idx))]
-            cu = (U.T @ cov).T  # rows idx of cov U: (len(idx), n_s)
-            quad += np.asarray(U[idx].multiply(cu).sum(axis=0)).ravel()
-        return np.sqrt(np.clip(var, 0, None)), quad
+        var = self.variances(batch)
+        return np.sqrt(np.clip(var, 0, None)), self.star_quadratic(U, batch)
 
 
 def _pins(C: np.ndarray) -> np.ndarray:
