@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import InputError, PhotocalibError
 
-__all__ = ["Executor", "ThreadExecutor", "DaskExecutor", "as_executor", "Scattered"]
+__all__ = ["Executor", "ThreadExecutor", "DaskExecutor", "as_executor", "Placed", "Scattered"]
 
 
 class Executor:
@@ -84,8 +84,64 @@ class Executor:
         return self._map(_apply_scattered, list(zip(data.handles, per, strict=True)),
                          (fn, args), {}, None)
 
+    def place(self, fn: Callable[..., Any], items: Sequence[Any], *args: Any) -> Placed:
+        """Compute ``fn(item, *args)`` for each item and keep the results where the tasks run.
+
+        Unlike :meth:`scatter`, nothing passes through this process: on a cluster each result is
+        built on a worker and stays there, and Dask rebuilds one lost with its worker from its
+        lineage (``fn`` must be a pure function of its arguments). ``items`` may be the
+        :class:`Placed` results of an earlier call (each then feeds one task).
+        """
+        return Placed(self.map(fn, _local(items), *args))
+
+    def map_placed(self, fn: Callable[..., Any], placed: Placed, *args: Any) -> list[Any]:
+        """``[fn(datum, *args) for datum in placed]`` run where the data are, in input order."""
+        return self.map(fn, placed.handles, *args)
+
+    def reduce_placed(self, fn: Callable[..., Any], placed: Placed, combine: Callable[[Any, Any], Any],
+                      *args: Any) -> Any:
+        """``combine`` over ``[fn(datum, *args) for datum in placed]`` in a fixed order.
+
+        The order of the additions does not depend on which task finished first, so the
+        result is the same on every run (floating-point sums included). In process at most a
+        few results are alive at a time; on a cluster the partial results are combined on the
+        workers (a binary tree) and only the total comes back.
+        """
+        acc: list[tuple[int, Any]] = []  # a binary counter: (size, partial sum)
+        for value in self.map(fn, placed.handles, *args):
+            size = 1
+            while acc and acc[-1][0] == size:
+                value = combine(acc.pop()[1], value)
+                size *= 2
+            acc.append((size, value))
+        if not acc:
+            raise InputError("reduce_placed over no data")
+        total = acc.pop()[1]
+        while acc:
+            total = combine(acc.pop()[1], total)
+        return total
+
+    def release(self, placed: Placed) -> None:
+        """Forget data kept by :meth:`place` (on a cluster the workers free them)."""
+        placed.handles = []
+
     def _map(self, fn, items, args, kwargs, update) -> list[Any]:
         raise NotImplementedError
+
+
+def _local(items: Any) -> list[Any]:
+    return list(items.handles) if isinstance(items, Placed) else list(items)
+
+
+class Placed:
+    """Results kept where the tasks that computed them ran (:meth:`Executor.place`)."""
+
+    def __init__(self, handles: list[Any], keep: list[Any] | None = None) -> None:
+        self.handles = handles
+        self.keep = keep or []
+
+    def __len__(self) -> int:
+        return len(self.handles)
 
 
 def _call(_item, fn, args, kwargs):
@@ -240,6 +296,64 @@ class DaskExecutor(Executor):
             f"(last: {type(last).__name__}: {last}); check the workers' memory limit and logs, "
             "or run without a client")
 
+    def place(self, fn, items, *args) -> Placed:
+        name = getattr(fn, "__name__", "task")
+        stamp = time.monotonic_ns()
+        shared = self._share(args)
+        futs = [self.client.submit(_apply_shared, fn, item, shared, pure=False, retries=self.retries,
+                                   key=f"{name}-{stamp}-{i}")
+                for i, item in enumerate(_local(items))]
+        # the shared arguments have no lineage: hold them as long as the data, so that Dask can
+        # rebuild a datum lost with its worker
+        return Placed(futs, keep=[shared, *getattr(items, "keep", [])])
+
+    def map_placed(self, fn, placed: Placed, *args) -> list[Any]:
+        futs = self._submit_placed(fn, placed, args)
+        try:
+            return [_unwrap(f.result()) for f in futs]
+        finally:
+            for f in futs:
+                f.release()
+
+    def reduce_placed(self, fn, placed: Placed, combine, *args) -> Any:
+        if not len(placed):
+            raise InputError("reduce_placed over no data")
+        level = self._submit_placed(fn, placed, args)
+        stamp = time.monotonic_ns()
+        depth = 0
+        while len(level) > 1:
+            nxt = [self.client.submit(_combine_guarded, combine, level[i], level[i + 1], pure=False,
+                                      retries=self.retries, key=f"combine-{stamp}-{depth}-{i}")
+                   for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+            depth += 1
+        try:
+            return _unwrap(level[0].result())
+        finally:
+            level[0].release()
+
+    def release(self, placed: Placed) -> None:
+        for f in placed.handles:
+            f.release()
+        placed.handles = []
+        placed.keep = []
+
+    def _share(self, args: tuple) -> Any:
+        """The shared arguments of a map, sent once (to every worker) rather than with every task."""
+        if not args:
+            return ()
+        return self.client.scatter([tuple(args)], broadcast=True, hash=False)[0]
+
+    def _submit_placed(self, fn, placed: Placed, args: tuple) -> list[Any]:
+        name = getattr(fn, "__name__", "task")
+        stamp = time.monotonic_ns()
+        shared = self._share(args)
+        return [self.client.submit(_apply_shared, fn, datum, shared, pure=False, retries=self.retries,
+                                   key=f"{name}-{stamp}-{i}")
+                for i, datum in enumerate(placed.handles)]
+
     def __repr__(self) -> str:
         return f"DaskExecutor({self.client!r}, retries={self.retries})"
 
@@ -265,6 +379,18 @@ def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         exc.add_note("where the task raised it (on the worker):\n"
                      + "".join(traceback.format_exception(exc)).rstrip())
         return _Refused(exc)
+
+
+def _apply_shared(fn: Callable[..., Any], datum: Any, shared: tuple) -> Any:
+    return _guarded(fn, datum, *shared)
+
+
+def _combine_guarded(combine: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    if isinstance(a, _Refused):
+        return a
+    if isinstance(b, _Refused):
+        return b
+    return _guarded(combine, a, b)
 
 
 def _unwrap(value: Any) -> Any:

@@ -110,3 +110,29 @@ def test_dask_task_photocalib_error_is_not_retried(client):
     # str() is the one line the CLI prints; the worker's traceback rides along for --debug.
     assert str(info.value) == "bad file 7"
     assert "in _refuse" in "".join(getattr(info.value, "__notes__", []))
+
+
+def _add(a, b):
+    return a + b
+
+
+def _times(x, k):
+    return x * k
+
+
+def test_placed_data_map_and_reduce_in_a_fixed_order(client):
+    """Data built where the tasks run (``place``) are mapped over repeatedly; ``reduce_placed``
+    adds the results in an order that does not depend on which task finished first, so the
+    floating-point total is the same on threads and on a cluster, run after run."""
+    values = [0.1 * 3**k for k in range(11)]  # sums whose rounding depends on the order
+    for ex in (ThreadExecutor(3), as_executor(client)):
+        placed = ex.place(_times, values, 1.0)
+        assert len(placed) == 11
+        assert ex.map_placed(_times, placed, 2.0) == [2.0 * v for v in values]
+        totals = {ex.reduce_placed(_times, placed, _add, 1.0) for _ in range(3)}
+        assert len(totals) == 1
+        assert totals.pop() == pytest.approx(sum(values), rel=1e-15)
+        derived = ex.place(_times, placed, 10.0)  # built from the placed data, where they are
+        assert ex.map_placed(_times, derived, 1.0) == pytest.approx([10.0 * v for v in values])
+        ex.release(placed)
+        assert len(placed) == 0

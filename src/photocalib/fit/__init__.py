@@ -3,6 +3,7 @@
 Layer 6: monolithic, separated and reference-free model families.
 """
 
+from ._joint_stream import partition_by_star as partition_by_star  # noqa: E402
 from ._match import match_sky as match_sky  # noqa: E402
 from .catalog import read_catalog as read_catalog  # noqa: E402
 from .catalog import source_catalog as source_catalog  # noqa: E402

@@ -73,6 +73,17 @@ the star elimination then runs where the reduce does. With ``client=`` (a Dask c
 iteration maps over them; a chunk lost with a dying worker is placed again by the executor. The
 answer equals the in-process one to rounding.
 
+Streaming: with ``visits=`` (a table of pointings) and no WCSs, the observations (a Parquet
+dataset or a Dask DataFrame, whole stars per partition, with ``ra, dec`` and ``pixel_area``
+columns) are streamed instead of gathered: each partition's task keeps its observations in
+compact form where it runs (about 50 bytes each), eliminates its own stars for the client's
+parameters (their magnitudes are weighted means, or Cauchy locations, recomputed every pass:
+nothing is carried between passes) and returns its share of the sparse reduced system; the
+client holds only that system and one row per star. One pass per Gauss–Newton iteration plus
+about a dozen cheap ones (scan, exclusions, exact robust start, summary, errors). The answer is
+the in-memory one (to 1e-8 mag in the tests) and does not change when a Dask worker dies. See
+``_joint_stream``.
+
 Code layout: this module holds the configuration (:class:`JointCalibrator`) and
 :func:`fit_joint`; each model family is a class in :mod:`photocalib.fit.jointmodels` (one file
 each, found by name in a registry: its blocks, constraints and reference rules); the problem
@@ -273,8 +284,8 @@ class JointCalibrator:
         return max(5, 2 * n_params)
 
     # ------------------------------------------------------------------------------------------
-    def fit(self, observations, wcs_by_detector: dict, reference=None, *, bboxes: dict | None = None,
-            client=None) -> JointSolution:
+    def fit(self, observations, wcs_by_detector: dict | None = None, reference=None, *, bboxes: dict | None = None,
+            client=None, visits=None, residuals=None) -> JointSolution:
         """Fit the model to the observations.
 
         Parameters
@@ -299,6 +310,20 @@ class JointCalibrator:
         client : dask.distributed.Client or photocalib.execution.Executor, optional
             Run the per-visit map there (default: threads of this process). A chunk lost with a
             dying worker is placed again and rerun by the executor.
+        visits : pandas.DataFrame, astropy.table.Table or path, optional
+            The visit table (columns ``visit, ra, dec``: the pointing in degrees; optional
+            ``epoch``). Given without ``wcs_by_detector``, the fit **streams** the observations
+            (a Parquet dataset whose every file holds whole stars, or a Dask DataFrame whose
+            partitions do) instead of gathering them: each partition is read once and kept in
+            compact form where its task runs, and this process holds only the reduced system and
+            one row per star. The observations then need ``ra, dec`` columns (each observation's
+            sky position, degrees) and, for surface-brightness fluxes with a model that knows
+            the Jacobian, ``pixel_area``. Returns a
+            :class:`~._joint_stream_solution.StreamedJointSolution` (no per-observation
+            ``residuals`` table). See :mod:`._joint_stream`.
+        residuals : path, optional
+            Streamed fits only: a folder to write the per-observation residuals to (one
+            Parquet file per partition; columns ``visit, detector, star, x, y, residual, used``).
 
         Returns
         -------
@@ -320,6 +345,17 @@ class JointCalibrator:
         # BLAS on top (the dense solves) only spins against them (80× slower on 2 cores), so
         # BLAS gets one thread for the fit and its previous setting back afterwards.
         model = self._model_class(self)
+        if visits is not None and wcs_by_detector is None:
+            from ._joint_stream import fit_streamed
+
+            with threadpool_limits(limits=1, user_api="blas"):
+                return fit_streamed(self, model, observations, visits, reference, bboxes, client, residuals)
+        if wcs_by_detector is None:
+            raise InputError("fit_joint needs wcs_by_detector ({(visit, detector): SkyWcs}), or visits= (a table of "
+                             "visit, ra, dec) to stream observations that carry ra, dec columns")
+        if residuals is not None:
+            raise InputError("residuals= (a folder to write residuals to) is for streamed fits (visits=...); "
+                             "an in-memory solution has them in solution.residuals")
         with threadpool_limits(limits=1, user_api="blas"):
             prob = build_problem(self, model, observations, wcs_by_detector, reference, bboxes)
             return JointSolution._from_fit(self, prob, solve(self, model, prob, client))
@@ -329,21 +365,22 @@ class JointCalibrator:
         return build_problem(self, self._model_class(self), observations, wcs_by_detector, reference, bboxes)
 
 
-def fit_joint(observations, wcs_by_detector: dict, model: str = "separated",
+def fit_joint(observations, wcs_by_detector: dict | None = None, model: str = "separated",
               kind: ImageKind | str = ImageKind.SURFACE_BRIGHTNESS, reference=None, colour_term=None,
               **config) -> JointSolution:
     """Joint photometric calibration of many overlapping exposures (convenience function).
 
     Equivalent to ``JointCalibrator(model, kind, **config).fit(observations, wcs_by_detector,
-    reference)``; ``bboxes=`` and ``client=`` are passed to :meth:`JointCalibrator.fit`.
+    reference)``; ``bboxes=``, ``client=``, ``visits=`` and ``residuals=`` are passed to
+    :meth:`JointCalibrator.fit` (``visits=`` without WCSs streams the observations).
 
     Parameters
     ----------
     observations : astropy.table.Table, pandas.DataFrame, dask DataFrame or path
         Columns ``visit, detector, star, x, y, instflux, instflux_err`` (optional ``epoch``,
         ``colour``, ``pixel_area``); a path is a Parquet file or dataset.
-    wcs_by_detector : dict
-        ``{(visit, detector): SkyWcs}``.
+    wcs_by_detector : dict or None
+        ``{(visit, detector): SkyWcs}``; None with ``visits=`` for a streamed fit.
     model : {"separated", "monolithic", "reference-free"}
     kind : ImageKind or str
         What ``instflux`` was measured on.
@@ -363,5 +400,5 @@ def fit_joint(observations, wcs_by_detector: dict, model: str = "separated",
         from ..refcat import convert_reference
 
         reference = convert_reference(reference, colour_term)
-    fit_kw = {k: config.pop(k) for k in ("bboxes", "client") if k in config}
+    fit_kw = {k: config.pop(k) for k in ("bboxes", "client", "visits", "residuals") if k in config}
     return JointCalibrator(model, kind, **config).fit(observations, wcs_by_detector, reference, **fit_kw)

@@ -1,0 +1,260 @@
+"""The result of a streamed joint fit: a :class:`JointSolution` without per-observation tables.
+
+A streamed fit has no WCS per (visit, detector). Where a calibration needs the geometry of a
+detector in a visit (the pixel area of a surface-brightness calibration; the visit-level factor
+when it varies across the field: the monolithic visit polynomial, a grey gradient), the
+solution uses the cubic map from pixels to the visit's tangent plane, and the cubic
+pixel-area polynomial, fitted to that (visit, detector)'s observations during the scan (their
+``ra, dec`` and ``pixel_area`` columns). Pass the WCS to :meth:`StreamedJointSolution.photo_calib`
+(``wcs=``) for the exact geometry: the calibration is then what the in-memory fit returns.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from astropy.table import Table
+
+from ..errors import InputError
+from ..fields import BoundedField, ChebyshevField
+from ._joint_input import MAG_ERR, key
+from ._joint_solution import COVERAGE_CELLS, JointSolution
+from ._joint_stream_scan import GEO_ORDER, geo_terms
+
+__all__ = ["StreamedJointSolution", "build_solution"]
+
+
+class _Cubic(BoundedField):
+    """The fitted cubic pixel-area polynomial on a box (transient: approximated exactly)."""
+
+    def __init__(self, coef, box) -> None:
+        self._coef = np.asarray(coef, dtype=np.float64)
+        self._box = box
+
+    @property
+    def bbox(self):
+        return self._box
+
+    def _evaluate(self, x, y):
+        return (geo_terms(x.ravel(), y.ravel()) @ self._coef).reshape(x.shape)
+
+
+class FittedGeometry:
+    """Pixel → sky and pixel area of one (visit, detector), from the fit's cubic maps."""
+
+    def __init__(self, coef: np.ndarray, ra0: float, dec0: float, has_area: bool, label) -> None:
+        self._coef, self._centre, self._has_area, self._label = coef, (ra0, dec0), has_area, label
+
+    def pixel_to_sky(self, x, y):
+        """Degrees, through the visit's tangent plane (the cubic map fitted to the observations)."""
+        from ..astrometry import tangent_to_sky
+
+        t = geo_terms(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        return tangent_to_sky(t @ self._coef[:, 0], t @ self._coef[:, 1], *self._centre)
+
+    def pixel_area(self, x, y):
+        """Arcsec², the cubic fitted to the observations' ``pixel_area`` column."""
+        if not self._has_area:
+            raise InputError(f"the streamed fit had no pixel_area column for (visit, detector) {self._label}")
+        return geo_terms(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)) @ self._coef[:, 2]
+
+    def pixel_area_field(self, box) -> ChebyshevField:
+        """The fitted pixel area on ``box`` (a Chebyshev field of the same order, equal to the cubic)."""
+        if not self._has_area:
+            raise InputError(f"the streamed fit had no pixel_area column for (visit, detector) {self._label}")
+        return ChebyshevField.approximate(_Cubic(self._coef[:, 2], box), order=GEO_ORDER, bbox=box)
+
+
+class _Geometries(Mapping):
+    """``{(visit, detector): FittedGeometry}`` built on demand from arrays (no object per pair)."""
+
+    def __init__(self, keys: list[tuple], coef: np.ndarray, ok: np.ndarray, centre: dict, has_area: bool,
+                 missing: dict | None = None) -> None:
+        self._index = {k: i for i, k in enumerate(keys)}
+        self._coef, self._ok, self._centre, self._has_area = coef, ok, centre, has_area
+
+    def __getitem__(self, k):
+        i = self._index[k]
+        if not self._ok[i]:
+            raise InputError(f"(visit, detector) {k} has too few observations for the streamed fit to map its "
+                             "pixels onto the sky; pass its WCS: photo_calib(visit, detector, wcs=...)")
+        return FittedGeometry(self._coef[i], *self._centre[k[0]], self._has_area, k)
+
+    def __contains__(self, k) -> bool:
+        return k in self._index
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class _Override(Mapping):
+    """A geometry mapping with one entry replaced (an exact WCS given by the caller)."""
+
+    def __init__(self, base: Mapping, k, wcs) -> None:
+        self._base, self._k, self._wcs = base, k, wcs
+
+    def __getitem__(self, k):
+        return self._wcs if k == self._k else self._base[k]
+
+    def __contains__(self, k) -> bool:
+        return k == self._k or k in self._base
+
+    def __iter__(self):
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+
+class StreamedJointSolution(JointSolution):
+    """A :class:`JointSolution` from a streamed fit (``fit_joint(..., visits=...)``).
+
+    Everything of :class:`JointSolution` is there except the per-observation ``residuals``
+    table (empty; ``fit_joint(..., residuals=folder)`` writes it as Parquet files instead).
+    ``photo_calib``, ``grey_field`` and ``fluence_calibration`` take an optional ``wcs``: the
+    exact WCS of that (visit, detector); without it the geometry fitted to the observations is
+    used (see the module documentation).
+    """
+
+    def _with_wcs(self, visit, detector, wcs):
+        view = copy.copy(self)
+        view._wcs = _Override(self._wcs, (key(visit), key(detector)), wcs)
+        view._cache = {}
+        return view
+
+    def photo_calib(self, visit, detector, wcs=None):
+        if wcs is not None:
+            return JointSolution.photo_calib(self._with_wcs(visit, detector, wcs), visit, detector)
+        return super().photo_calib(visit, detector)
+
+    def grey_field(self, visit, detector, wcs=None):
+        if wcs is not None:
+            return JointSolution.grey_field(self._with_wcs(visit, detector, wcs), visit, detector)
+        return super().grey_field(visit, detector)
+
+    def fluence_calibration(self, visit, detector, wcs=None):
+        if wcs is not None:
+            return JointSolution.fluence_calibration(self._with_wcs(visit, detector, wcs), visit, detector)
+        return super().fluence_calibration(visit, detector)
+
+    def write(self, path, overwrite: bool = True) -> None:
+        """Not available yet for a streamed solution (it has no WCS per (visit, detector) to store)."""
+        raise InputError("a streamed joint solution cannot be written yet: it holds no WCS per (visit, detector); "
+                         "keep its parameters (solution.parameters) and star_flux, or fit in memory to write one")
+
+
+def _star_table(prob, gn, model, summaries, var_cal):
+    """Stars sorted by id: magnitudes, errors, counts, and the standards' zero-point offset."""
+    cat = {k: np.concatenate([s[k] for s in summaries]) for k in ("star_ids", "M", "W", "n_obs", "n_used", "ref_w",
+                                                                   "ref_m")}
+    vc = np.concatenate(var_cal)
+    order = np.argsort(cat["star_ids"], kind="stable")
+    cat = {k: v[order] for k, v in cat.items()}
+    vc = vc[order]
+    W, M = cat["W"], cat["M"]
+    mag_err = np.sqrt(1.0 / np.where(W > 0, W, np.inf) + vc / np.where(W > 0, W, 1.0) ** 2)
+    zp, zp_err = 0.0, 0.0
+    has_ref = cat["ref_w"] > 0
+    if not model.reference_in_chi2 and np.any(has_ref & (W > 0)):
+        sel = has_ref & (W > 0)
+        wr = 1.0 / (1.0 / cat["ref_w"][sel] + mag_err[sel] ** 2)
+        zp = float(np.sum(wr * (M[sel] - cat["ref_m"][sel])) / np.sum(wr))
+        zp_err = float(1.0 / math.sqrt(np.sum(wr)))
+        M = M - zp
+    flux = 10 ** (-0.4 * M)
+    table = Table({"star": cat["star_ids"], "flux": flux, "flux_err": flux * mag_err / MAG_ERR, "mag": M + 31.4,
+                   "mag_err": mag_err, "n_obs": cat["n_obs"].astype(np.int64), "n_used": cat["n_used"]})
+    table["flux"].unit = "nJy"
+    table["flux_err"].unit = "nJy"
+    n_ref_chi2 = int(np.count_nonzero(has_ref)) if model.reference_in_chi2 else 0
+    return table, zp, zp_err, int(np.count_nonzero(W > 0)), n_ref_chi2
+
+
+def build_solution(cfg, model, prob, geo, vt, gn, summaries, perr, var_cal) -> StreamedJointSolution:
+    """Assemble the :class:`StreamedJointSolution` from the solver and the summary pass."""
+    p = gn.p.copy()
+    star_flux, zp, zp_err, n_fitted, n_ref_chi2 = _star_table(prob, gn, model, summaries, var_cal)
+    if zp:
+        gb = next(b for b in prob.blocks if b.name == model.visit_block)
+        p[gb.offset: gb.offset + gb.n_params] *= 10 ** (0.4 * zp)
+        perr = perr.copy()
+        perr[gb.offset: gb.offset + gb.n_params] *= 10 ** (0.4 * zp)
+    excluded_rows = list(prob.excluded)
+    fitted = np.asarray(star_flux["n_used"]) > 0
+    if np.any(~fitted):
+        excluded_rows.append(("stars", str(int(np.count_nonzero(~fitted))), "every observation rejected as an outlier"))
+        star_flux = star_flux[fitted]
+    n_used_obs = sum(s["n_used_obs"] for s in summaries)
+    dof = int(n_used_obs + n_ref_chi2 - n_fitted - (prob.n_p - len(gn.t)))
+    n_v, n_d = len(prob.visit_ids), len(prob.detector_ids)
+
+    def total(name):
+        return np.sum([s[name] for s in summaries], axis=0)
+
+    chi2_visit = Table({"visit": prob.visit_ids, "chi2": total("visit_chi2"),
+                        "n_used": total("visit_used").astype(np.int64)})
+    chi2_detector = Table({"detector": prob.detector_ids, "chi2": total("det_chi2"),
+                           "n_used": total("det_used").astype(np.int64)})
+    coverage, geometries = _coverage_and_geometry(prob, geo, vt, summaries, n_v, n_d, cfg, model)
+    excluded = Table(rows=excluded_rows, names=("what", "id", "reason"), dtype=(str, str, str)) if excluded_rows \
+        else Table(names=("what", "id", "reason"), dtype=(str, str, str))
+    residuals = Table({"visit": prob.visit_ids[:0], "detector": prob.detector_ids[:0],
+                       "star": np.zeros(0, dtype=np.int64), "x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32),
+                       "input_row": np.zeros(0, dtype=np.int64), "residual": np.zeros(0, np.float32),
+                       "z": np.zeros(0, np.float32), "used": np.zeros(0, dtype=bool)})
+    config = {
+        "model": cfg.model, "kind": cfg.kind.value, "star_flat_order": cfg.star_flat_order,
+        "visit_order": cfg.visit_order, "detector_order": cfg.detector_order,
+        "grey_gradient": cfg.grey_gradient, "chromatic_order": -1 if cfg.chromatic_order is None else cfg.chromatic_order,
+        "n_sigma": np.inf if cfg.n_sigma is None else cfg.n_sigma, "error_floor": cfg.error_floor,
+        "star_flat_prior": 0.0 if cfg.star_flat_prior is None else cfg.star_flat_prior,
+        "robust_scale": 0.0 if cfg.robust_scale is None else cfg.robust_scale,
+        "visit_prior": 0.0 if cfg.visit_prior is None else cfg.visit_prior,
+        "approx_order": (cfg.visit_order + 4) if cfg.approx_order is None else int(cfg.approx_order),
+        "streamed": True, "n_passes": gn.n_pass,
+    }
+    return StreamedJointSolution(
+        model=cfg.model, kind=cfg.kind, config=config, blocks=prob.blocks, params=p, param_err=perr,
+        visit_ids=prob.visit_ids, detector_ids=prob.detector_ids, epoch_ids=prob.epoch_ids,
+        epdet_pairs=prob.epdet_pairs, visit_epoch=prob.visit_epoch, visit_center=prob.visit_center,
+        visit_radius=prob.visit_radius, boxes=prob.boxes, wcs=geometries, star_flux=star_flux, residuals=residuals,
+        chi2=gn.chi2, dof=dof, chi2_visit=chi2_visit, chi2_detector=chi2_detector, n_iter=gn.n_iter,
+        converged=gn.converged, n_rejection_rounds=gn.rounds, zero_point_offset=zp, zero_point_offset_err=zp_err,
+        excluded=excluded, chi2_history=gn.history, coverage=coverage)
+
+
+def _coverage_and_geometry(prob, geo, vt, summaries, n_v, n_d, cfg, model):
+    """The coverage table over the (visit, detector) pairs in the fit, and their geometries."""
+    from ..image.kind import ImageKind
+
+    n_dg = len(geo["detector_ids"])
+    gv, gd = geo["pairs"] // n_dg, geo["pairs"] % n_dg  # geometry-visit and all-detector indices
+    vt_idx = geo["visits"][gv]
+    v_used = np.searchsorted(prob.visit_ids, vt["visit_ids"][vt_idx])
+    v_ok = (v_used < n_v) & (prob.visit_ids[np.clip(v_used, 0, n_v - 1)] == vt["visit_ids"][vt_idx])
+    d_used = np.searchsorted(prob.detector_ids, geo["detector_ids"][gd])
+    d_ok = (d_used < n_d) & (prob.detector_ids[np.clip(d_used, 0, n_d - 1)] == geo["detector_ids"][gd])
+    sel = np.nonzero(v_ok & d_ok)[0]
+    code = v_used[sel].astype(np.int64) * n_d + d_used[sel]
+    order = np.argsort(code, kind="stable")
+    sel, code = sel[order], code[order]
+    bits = np.zeros(len(code), dtype=np.uint64)
+    used = np.zeros(len(code))
+    for s in summaries:
+        i = np.searchsorted(code, s["pairs"])
+        bits[i] |= s["pair_bits"]
+        used[i] += s["pair_used"]
+    byte_bits = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+    n_cells = byte_bits[bits.view(np.uint8).reshape(-1, 8)].sum(axis=1).astype(np.float64)
+    coverage = Table({"visit": prob.visit_ids[code // n_d], "detector": prob.detector_ids[code % n_d],
+                      "n_used": used.astype(np.int64), "area_fraction": n_cells / float(COVERAGE_CELLS ** 2)})
+    keys = [(key(prob.visit_ids[c // n_d]), key(prob.detector_ids[c % n_d])) for c in code]
+    centre = {key(v): (float(r), float(d)) for v, (r, d) in zip(prob.visit_ids, prob.visit_center, strict=True)}
+    has_area = cfg.kind is ImageKind.SURFACE_BRIGHTNESS and model.pixel_area
+    return coverage, _Geometries(keys, geo["pair_coef"][sel], geo["pair_ok"][sel], centre, has_area)
