@@ -372,32 +372,31 @@ def warp_arrays(
     fluence = mode == "fluence"
     n_threads = _threads() if threads is None else max(1, int(threads))
 
-    # The mapping, both area images and the grown mask do not depend on each other: build them
-    # side by side (the Numba kernels and NumPy release the GIL).
-    jobs = {}
-    if mapping is None:
-        jobs["mapping"] = lambda: pixel_mapping(src, dst, (ny, nx), input_shape=image.shape, tolerance=tolerance,
-                                                origin=origin)
-    if fluence and src_area is None:
-        jobs["a_in"] = lambda: _area(src, Box.from_shape(image.shape))
-    if fluence and dst_area is None:
-        jobs["a_out"] = lambda: _area(dst, Box(int(origin[0]), int(origin[1]), nx, ny))
+    # The grown mask needs no WCS: it is made on a second thread while this one builds the
+    # mapping and the area images. Those stay on one thread: astropy's WCS is not thread-safe
+    # when one instance is used from several threads at once (astropy/astropy#19174).
+    grown = None
+    pool = None
     if has_mask and order == _kernels.LANCZOS3:
-        jobs["mask"] = lambda: _kernels.grow_bits(mask, np.uint32(grow_bits), 2)
-    if n_threads > 1 and len(jobs) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+        if n_threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(n_threads, len(jobs))) as pool:
-            futures = {name: pool.submit(job) for name, job in jobs.items()}
-            done = {name: future.result() for name, future in futures.items()}
-    else:
-        done = {name: job() for name, job in jobs.items()}
-    mapping = done.get("mapping", mapping)
-    mask = done.get("mask", mask)
+            pool = ThreadPoolExecutor(max_workers=1)
+            grown = pool.submit(_kernels.grow_bits, mask, np.uint32(grow_bits), 2)
+        else:
+            mask = _kernels.grow_bits(mask, np.uint32(grow_bits), 2)
+    try:
+        if mapping is None:
+            mapping = pixel_mapping(src, dst, (ny, nx), input_shape=image.shape, tolerance=tolerance, origin=origin)
+        if fluence:
+            a_in = src_area if src_area is not None else _area(src, Box.from_shape(image.shape))
+            a_out = dst_area if dst_area is not None else _area(dst, Box(int(origin[0]), int(origin[1]), nx, ny))
+    finally:
+        if pool is not None:
+            mask = grown.result()
+            pool.shutdown()
 
     if fluence:
-        a_in = done.get("a_in", src_area)
-        a_out = done.get("a_out", dst_area)
         if a_in.shape != image.shape or a_out.shape != (ny, nx):
             raise InputError("pixel-area images must match the input and output shapes")
         values, var_in = _surface_brightness(image, variance if has_var else None, a_in, dtype, n_threads)
