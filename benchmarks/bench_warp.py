@@ -28,8 +28,9 @@ drizzle square (+pixmap)           10.86   8.98   1.5     4.1e-7      1.2e-8
 
 Image + variance + mask: 6.4x drizzle (+pixmap) by wall time, 7.3x by CPU time (drizzle is
 single-threaded); 13.6 input Mpix per CPU second. Against main before this round of kernel
-work (f5db8c0, checked out beside it and run alternately in the same session and load, best
-CPU of 6 warps): image + variance + mask 1.36 -> 1.25 CPU s, image only 1.09 -> 0.87.
+work (f5db8c0 checked out beside it; this benchmark's warp calls, fresh WCSs and area cache
+cleared, run alternately from both checkouts at load 4-5, best of 6 each): image + variance +
+mask 1.27 -> 1.10 CPU s (-14 %), image only 0.93 -> 0.78 CPU s (-16 %).
 
 Profile of that warp (CPU ms; 14.2 M of the 29.2 M output pixels resampled): pixel mapping 68,
 input area image 37, output area image 85, mask growth 38, surface-brightness planes 66,
