@@ -165,3 +165,25 @@ def test_bad_arguments_say_what_to_do(grids):
         pc.warp.reproject(sb, h_out)
     with pytest.raises(pc.InputError, match="2-D"):
         pc.warp.reproject((np.ones((2, N, N)), h_in), h_out)
+
+
+def test_each_thread_transforms_with_its_own_wcs(grids):
+    """astropy's WCS is not safe to share between threads (astropy/astropy#19174): the plan
+    hands every thread its own copies, made once per thread, which transform identically."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from photocalib.warp.reprojection import _Plan
+
+    h_in, h_out = grids
+    src, dst = pc.SkyWcs.from_header(h_in), pc.SkyWcs.from_header(h_out)
+    plan = _Plan(src, dst, (220, 220), (220, 220), "fluence", "lanczos3", 1e-3, 1)
+    with ThreadPoolExecutor(2) as pool:
+        pairs = list(pool.map(lambda _: plan.wcs_pair(), range(2)))
+    mine = plan.wcs_pair()
+    assert mine is plan.wcs_pair()  # cached per thread
+    ids = {id(w) for pair in [*pairs, mine] for w in pair}
+    assert id(src) not in ids and id(dst) not in ids
+    x = np.linspace(0.0, 219.0, 50)
+    for s, d in [*pairs, mine]:
+        np.testing.assert_array_equal(s.pixel_to_sky(x, x), src.pixel_to_sky(x, x))
+        np.testing.assert_array_equal(d.sky_to_pixel(*dst.pixel_to_sky(x, x)), dst.sky_to_pixel(*dst.pixel_to_sky(x, x)))

@@ -6,7 +6,9 @@ Takes what ``reproject_interp`` takes and returns ``(array, footprint)``; with
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,8 +134,22 @@ class _Plan:
     def __init__(self, src: SkyWcs, dst: SkyWcs, in_shape, out_shape, conserve: str, kernel: str,
                  tolerance: float, threads: int) -> None:
         self.src, self.dst = src, dst
+        self._local = threading.local()
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.mode, self.kernel, self.tolerance, self.threads = conserve, kernel, tolerance, threads
+
+    def wcs_pair(self) -> tuple[SkyWcs, SkyWcs]:
+        """This thread's own copies of the input and output WCSs.
+
+        astropy's WCS mutates its wcslib state while transforming, so one object used from
+        several threads at once (Dask's threaded scheduler running blocks side by side) can
+        return wrong coordinates (astropy/astropy#19174); each thread gets a deep copy, made
+        once.
+        """
+        pair = getattr(self._local, "pair", None)
+        if pair is None:
+            pair = self._local.pair = (copy.deepcopy(self.src), copy.deepcopy(self.dst))
+        return pair
 
     def input_box(self, bx0: int, by0: int, bnx: int, bny: int) -> Box | None:
         """The input pixels an output block reads (None: the block maps outside the input)."""
@@ -144,8 +160,9 @@ class _Plan:
                              np.full(t.size, bx0 + bnx - 1.0)])
         ey = np.concatenate([np.full(t.size, by0), np.full(t.size, by0 + bny - 1.0), by0 + t * (bny - 1),
                              by0 + t * (bny - 1)])
-        ra, dec = self.dst.pixel_to_sky(ex, ey)
-        xi, yi = self.src.sky_to_pixel(ra, dec)
+        src, dst = self.wcs_pair()
+        ra, dec = dst.pixel_to_sky(ex, ey)
+        xi, yi = src.sky_to_pixel(ra, dec)
         ok = np.isfinite(xi) & np.isfinite(yi)
         if not ok.any():
             return None
@@ -160,7 +177,7 @@ class _Plan:
 
     def warp_block(self, data: np.ndarray, in_box: Box, bx0: int, by0: int, bnx: int, bny: int):
         """Warp ``data`` (the input pixels of ``in_box``) onto the output block; (values, footprint)."""
-        src, dst = self.src, self.dst
+        src, dst = self.wcs_pair()
         ix0, iy0 = in_box.x0, in_box.y0
 
         def func(x: np.ndarray, y: np.ndarray):
