@@ -25,6 +25,8 @@ SPARSE_MIN_PARAMS = 3000
 #: ... unless the reduced matrix is fuller than this (a deep field, where every visit shares
 #: stars with every other): then ``"auto"`` goes back to the dense Cholesky.
 SPARSE_MAX_FILL = 0.05
+#: Phase 1 (robust) ends from steps of this size (mag) on once its classification is stable.
+PHASE1_STABLE_STEP = 1e-2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,20 +221,26 @@ class GaussNewton:
     leverage-corrected |z| at the robust solution is below n_sigma, re-classifying until the set
     is stable. Without robust_scale (None) the older reject-and-resolve rounds run in phase 2.
 
-    Where the iterations go (a wide survey of 1000 visits, no outliers: 27 before the changes
-    below, 23 after): phase 0, 3; phase 1, 13–16; phase 2, 3–4 per classification round, usually
-    two. Phase 1 dominates because iteratively reweighted least squares is a fixed-point
-    iteration: each step is exact for the weights of its start, and the weights then move
-    with the residuals, so it converges linearly (step ratio about 0.6 on that survey, the
-    same whether the Hessian is re-assembled or frozen). Hence (i) phase 1 keeps the Hessian
-    of its first iteration unless a step exceeds 0.2 mag (the frozen steps converge at the
-    same rate, at the cost of a map instead of an assembly and a factorisation: 7 instead of 11
-    factorisations there); (ii) from 1 mmag steps on, phase 1 ends as soon as the classification
-    it prepares is the same at two successive points, instead of waiting for 0.1 mmag steps
-    (the classification is re-made at the least-squares solution in phase 2 anyway); (iii) a
+    Where the iterations went (wide surveys of 1000 and 4000 visits without outliers,
+    ``benchmarks/bench_joint_sparse.py --fit``: 27 and 36 iterations with 12 Hessian
+    assemblies before the changes below, 19 and 23 with 7 after): phase 0, 3; phase 1,
+    16–20; phase 2, 4 per classification round, and there are two even without outliers (the
+    robust solution's classification sets aside a few good observations that the least-squares
+    one takes back). Phase 1 dominates because iteratively reweighted least squares is a
+    fixed-point iteration: each step is exact for the weights of its start, and the weights
+    then move with the residuals, so it converges linearly (step ratio 0.6, and 0.93 while one
+    star's observations slowly part ways, the same whether the Hessian is re-assembled or
+    frozen). Hence (i) phase 1 keeps the Hessian of its first iteration unless a step exceeds
+    0.2 mag (its frozen steps converge at the same rate, each a map instead of an assembly and
+    a factorisation); (ii) from 10 mmag steps on (``PHASE1_STABLE_STEP``), phase 1 ends as soon as
+    the classification it prepares is the same at two successive points instead of waiting
+    for 0.1 mmag steps (phase 2 re-classifies at the least-squares solution anyway); (iii) a
     phase-2 round whose re-classification changes the weights goes on from the frozen-Hessian
-    solution without first confirming it with a re-assembled Hessian. None of these changes the
-    answer (the least-squares solution on the final set, converged to ``tol``).
+    solution without first confirming it with a re-assembled Hessian; (iv) in the
+    least-squares phases a frozen Hessian is re-assembled as soon as a step is more than a
+    quarter of the one before (stale after a re-classification: without this a round could
+    take 25 linear steps). The answer stays the least-squares solution on the final set,
+    converged to ``tol``: the tests' fits give the same magnitudes to 1e-13.
     """
 
     def __init__(self, cfg, model, prob: Problem, client) -> None:
@@ -259,6 +267,8 @@ class GaussNewton:
         self.S = None
         self.fact = None  # (cho, X, C X) of the last assembled Hessian
         self.last_step = np.inf
+        self.step_before = np.inf  # the step before the last (frozen-Hessian steps only)
+        self.restarted = False
         self.force_full = True
         self.irls = cfg.n_sigma is not None and cfg.robust_scale is not None
         self.phase = 0 if self.irls else 2
@@ -340,7 +350,11 @@ class GaussNewton:
         p, M, ref_w = self.p, self.M, self.ref_w
         # robust steps converge linearly whatever the Hessian (see the class documentation):
         # phase 1 re-assembles it only after large steps
-        full = self.force_full or self.fact is None or self.last_step > (2e-1 if self.phase == 1 else 2e-2)
+        # least squares (phases 0, 2): a frozen Hessian that no longer cuts each step to a quarter
+        # of the last is stale (weights changed by a classification): re-assemble it
+        stale = self.phase != 1 and self.last_step > 0.25 * self.step_before
+        full = (self.force_full or self.fact is None or stale
+                or self.last_step > (2e-1 if self.phase == 1 else 2e-2))
         Npp, bpp, chi2_obs, n_bad = mapper(p, M[star], self.w, full and not self.sparse,
                                            self.cfg.robust_scale if self.phase == 1 else None)
         we = mapper.w  # the weights of this iteration (w, or its Cauchy reweighting)
@@ -383,6 +397,10 @@ class GaussNewton:
         dM = np.where(W > 0, (B - udp) / np.where(W > 0, W, 1.0), 0.0)
         self.history.append(chi2)
         self.n_iter += 1
+        # the ratio of successive steps judges a frozen Hessian; after an assembled one, or a
+        # restart, there is nothing to judge yet
+        self.step_before = np.inf if full or self.restarted else self.last_step
+        self.restarted = False
         self.last_step = max(float(np.max(np.abs(dM))), float(np.max(np.abs(dmod))))
         self.chi2 = chi2
         return dp, dM, full
@@ -422,7 +440,7 @@ class GaussNewton:
             # robust iterations converge linearly (each reweighting is a fixed-point step, rate
             # about 0.6), so phase 1 also ends, from 1 mmag steps on, as soon as the
             # classification it prepares is the same at two successive points.
-            if self.phase == 1 and more and not small and self.last_step < 1e-3:
+            if self.phase == 1 and more and not small and self.last_step < PHASE1_STABLE_STEP:
                 keep = _within(self.prob, self.mapper.r, self.mapper.w, self.w0, self.ref_w, cfg.n_sigma)
                 stable = self.keep is not None and np.array_equal(keep, self.keep)
                 self.keep = keep
@@ -477,6 +495,7 @@ class GaussNewton:
 
     def _restart(self, dp, dM) -> None:
         """After the weights changed: take the step and forget the step-length history."""
+        self.restarted = True
         self.since_reject = len(self.history)
         self.prev = None
         self.step = 1.0
