@@ -232,11 +232,20 @@ def test_sparse_system_solves_and_inverts_like_a_dense_kkt_solve(with_prior_row)
     np.testing.assert_allclose(system.variances(), np.diag(cov), rtol=1e-6)
     part = np.arange(0, U.shape[1], 3)
     np.testing.assert_allclose(system.star_quadratic(sp.csc_matrix(U[:, part])), quad[part], rtol=1e-12)
+    idx = np.unique(np.nonzero(U[:, part])[0])  # the parameters those stars touch
+    block = system.covariance_block(idx)
+    on = block != 0
+    assert on.mean() < 0.5  # not the whole block: only pairs that share a star (and their fill)
+    np.testing.assert_allclose(block[on], cov[np.ix_(idx, idx)][on], rtol=1e-6)
+    Up = U[idx][:, part]
+    np.testing.assert_allclose(np.einsum("ps,pq,qs->s", Up, block, Up), quad[part], rtol=1e-9)
     # the fallback (columns of the covariance by solves) gives the same numbers
     system.selected_inverse = lambda: None
     perr2, quad2 = system.errors(prob, cols, D, w)
     np.testing.assert_allclose(perr2, perr, rtol=1e-6)
     np.testing.assert_allclose(quad2, quad, rtol=1e-6)
+    full_block = cov[np.ix_(idx, idx)]
+    np.testing.assert_allclose(system.covariance_block(idx), full_block, rtol=0, atol=1e-6 * np.abs(full_block).max())
 
 
 def test_selected_inverse_of_a_random_sparse_spd_matrix():

@@ -270,6 +270,24 @@ class SparseSystem:
             var[idx] = self.covariance_columns(idx)[idx, np.arange(len(idx))]
         return var
 
+    def covariance_block(self, idx: np.ndarray) -> np.ndarray:
+        """``cov[idx][:, idx]`` where the selected inverse has it (every pair of parameters that
+        one star touches), 0 elsewhere; the exact block by solves without the selected inverse.
+
+        For ``u_sᵀ cov u_s`` of stars whose parameters are all in ``idx`` the zeros never
+        count (``u_s`` is 0 off its star's parameters), so a streamed fit can hand a
+        partition this block instead of solving ``len(idx)`` columns.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        sel = self.selected_inverse()
+        if sel is None:
+            return self.covariance_columns(idx)[idx]
+        indptr, indices, Z, Zd = sel
+        pos = self._positions()[idx]
+        local = np.full(len(Zd), -1, dtype=np.int64)
+        local[pos] = np.arange(len(idx))
+        return _gather_block(indptr, indices, Z, Zd, pos, local)
+
     def star_quadratic(self, U: sp.spmatrix, batch: int = 256) -> np.ndarray:
         """``u_sᵀ cov u_s`` for every column ``u_s`` of ``U`` (shape ``(n_p, n_stars)``, sparse).
 
@@ -358,6 +376,22 @@ def _takahashi(indptr, indices, L, d):  # pragma: no cover - compiled
             s -= L[q] * Z[q]
         Zd[j] = s
     return Z, Zd, True
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_block(indptr, indices, Z, Zd, pos, local):  # pragma: no cover - compiled
+    """The selected inverse's entries between the factor positions ``pos`` (dense block)."""
+    m = len(pos)
+    out = np.zeros((m, m))
+    for a in range(m):
+        j = pos[a]
+        out[a, a] = Zd[j]
+        for q in range(indptr[j], indptr[j + 1]):
+            b = local[indices[q]]
+            if b >= 0:
+                out[a, b] = Z[q]
+                out[b, a] = Z[q]
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
