@@ -1,47 +1,77 @@
-"""Benchmark of the joint fit's sparse reduced system against the dense one, at growing visit counts.
+"""Benchmark of the joint fit's sparse reduced system at 10⁴–10⁵ visits, against the previous
+sparse solve and the dense one, in the same run.
 
-Peer, in the same run: the dense solver (``solver="dense"``: the reduced Hessian summed densely
-by the Numba kernels and factorised by Cholesky), on the same problem, up to ``--dense-max``
-visits; above that only the sparse solver runs.
+Two parts (one command each):
 
-Problem: a wide survey, not a deep field: ``n`` visits of a 4-detector hsc-like camera pointed
-uniformly within a disc whose area grows with ``n`` (``make_survey(dither_fraction=√(n/8))``),
-so every point of sky is seen about 8 times whatever ``n``, and each visit shares stars only
-with its neighbours: the reduced system's coupling is sparse. Star density is set for about
-``--obs-per-visit`` observations per visit. Model ``reference-free`` with a first-order star
-flat per detector (3 parameters each) and one grey per visit: ``n + 12`` parameters.
-Observations, WCSs (the camera's exact model) are built before timing; the timed fit is
-everything from the table to the solution, with ``compute_errors`` as given (``--errors``).
+* ``system`` (the default): the reduced system alone, built directly from a synthetic
+  star–visit incidence (no WCS objects, no simulated images: ``synthetic_system``), so that
+  10⁵ visits take seconds to set up. A wide survey about 8 deep: ``n`` unit-disc visits
+  placed uniformly on a square of area ``nπ/8``, stars uniform at ``--obs-per-visit / π`` per
+  unit area, a 4-detector camera (the field's quadrants) with a first-order star flat per
+  detector and one grey per visit (``n + 12`` parameters, the reference-free model's
+  constraints: mean grey 1, mean star-flat constant 1). Timed: the assembly
+  (``reduced_matrix``), the factorisation (``SparseSystem``), one solve, and the errors
+  (parameter variances and every star's ``u_sᵀ cov u_s``) — for the current solver (METIS
+  nested dissection + SuperLU ``L D Lᵀ``, selected inversion), the previous one (SuperLU's
+  minimum-degree ordering of the whole KKT matrix, errors by ``n_p`` solves: up to
+  ``--old-max`` visits, its errors up to ``--old-errors-max``) and the dense path (bordered
+  Cholesky of the dense reduced matrix, errors from its inverse: up to ``--dense-max``).
+  Peak memory is each stage's growth of the process's resident memory over what it held
+  before the stage.
+* ``--fit``: whole in-memory fits (simulated observations with the camera's WCSs) of the
+  sparse and dense solvers, with their Gauss–Newton iteration counts.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_joint_sparse.py [--visits 250,500,1000,2000,4000,10000]
-        [--dense-max 4000] [--obs-per-visit 100] [--errors]
+    .venv/bin/python benchmarks/bench_joint_sparse.py [--visits 4000,10000,30000,100000]
+        [--obs-per-visit 30] [--old-max 100000] [--old-errors-max 2000] [--dense-max 4000]
+    .venv/bin/python benchmarks/bench_joint_sparse.py --fit [--visits 1000,2000,4000] [--dense-max 4000]
 
-Measured (2-core machine shared with other jobs, load average 3–6, so wall times are noisy:
-the CPU seconds are the steadier number; peak memory is the fit's growth over the inputs).
-``--visits 1000,2000,4000,10000,30000`` (``compute_errors=False``):
+Measured: see the tables below (numbers are from a 2-core machine shared with three other
+jobs; the load average is printed with each table, and wall times scale with it).
 
-=======  ============  ==========  ================  ===============  ==========  ===========  ==========
-visits   observations  parameters  sparse s (CPU s)  dense s (CPU s)  dense/sparse sparse MiB   dense MiB
-=======  ============  ==========  ================  ===============  ==========  ===========  ==========
-1,000    49,552        1,012       3.9 (1.6)         6.3 (2.3)        1.63×       39           103
-2,000    98,939        2,012       9.3 (3.4)         18.6 (6.9)       2.00×       82           320
-4,000    198,806       4,012       23.5 (7.4)        43.0 (25.2)      1.83×       176          1137
-10,000   494,756       10,012      50.4 (22.8)       not run          –           236          –
-30,000   1,486,026     30,012      94.9 (93.0)       not run          –           806          –
-=======  ============  ==========  ================  ===============  ==========  ===========  ==========
+System, ``--visits 4000,10000,30000,100000 --dense-max 10000 --old-errors-max 4000``
+(2026-12-06, load average 3.6–4.5 on the 2 CPUs during the run; MiB: each stage's peak growth
+of resident memory; "previous/new": factorisation + one solve; "dense/new": factorisation +
+solve + errors)::
 
-Both solvers give the same star magnitudes to 7e-15 mag and residuals to 2e-9 mag. The dense
-peak grows as the square of the parameters (1.1 GiB at 4,000; about 7 GiB would be needed at
-10,000); the sparse one with the observations and the fill of the factorisation. With
-``--visits 500,1000,2000 --errors`` (parameter errors and the calibration part of every
-star's variance, from ``n_p`` sparse solves in batches): 2,000 visits sparse 14.0 s (4.9 CPU
-s), dense 27.3 s (7.2 CPU s), 1.95×. Not measured: 10⁵ visits. ``--visits 100000
---dense-max 0 --obs-per-visit 30`` did not finish within 11 minutes (simulation and fit
-together, peak 1.5 GB when stopped); from 10⁴ to 3·10⁴ visits the sparse CPU time grew 4.1×
-(the factorisation's fill grows faster than the parameters), so 10⁵ visits would be several
-CPU minutes on this machine, not yet measured.
+    visits   observations nnz(S)     assemble s  factor s    solve s  errors s    previous      previous/ previous  dense          dense/
+                                     (MiB)       (MiB)                (MiB)       factor s(MiB) new       errors s  s (MiB)        new
+    4,000    118,199      203,772    0.1 (11)    0.1 (13)    0.001    0.3 (11)    0.2 (23)      1.7×      46.8      12.1 (517)     30.5×
+    10,000   296,148      513,204    0.4 (12)    0.8 (25)    0.004    2.4 (26)    3.0 (99)      4.0×      not run   45.8 (3,077)   14.6×
+    30,000   894,675      1,548,836  1.0 (78)    1.2 (109)   0.014    2.8 (116)   4.5 (362)     3.8×      not run   not run        –
+    100,000  2,987,847    5,175,856  2.8 (285)   5.4 (264)   0.098    18.5 (432)  36.0 (1,463)  6.6×      not run   not run        –
+
+All three give the same solution (max |Δx| 3e-14 to 1e-13 between new and previous, 4e-14
+between new and dense) and the same parameter errors (new vs previous 1e-13 relative at
+4,000 visits, where the previous ones are from n_p solves; vs dense 2e-13 at 4,000 and 6e-13
+at 10,000); at 4,000 visits the errors take 0.3 s against the previous 46.8 s. At 10⁵
+visits one factorisation + solve takes 5.5 s and 0.26 GiB, the errors (every parameter's
+variance and every star's calibration variance, by selected inversion) 18.5 s and 0.42 GiB;
+the previous path's factorisation took 36 s and 1.4 GiB (its errors, n_p = 10⁵ solves, were
+not run: 47 s at 4,000 visits, 435 s at 10,000 in an earlier run). The dense path's matrix
+alone is 8 n_p² bytes: 80 GB at 10⁵ visits. An earlier run on a quieter machine (load 1.1)
+factorised the 10⁵-visit system in 4.7 s (previous: 28.3 s).
+
+Whole fits, ``--fit --visits 1000,2000,4000,10000 --dense-max 4000`` (reference-free, first-order
+star flat, no errors; 2026-12-06, load average 5.1–5.7 on the 2 CPUs, so the CPU seconds are
+the steadier number; peak: the fit's growth over its inputs)::
+
+    visits   observations  parameters  sparse s (CPU s)  dense s (CPU s)  dense/sparse  sparse MiB  dense MiB  iterations
+    1,000    49,552        1,012       1.9 (1.3)         3.6 (1.8)        1.86×         28          94         19
+    2,000    98,939        2,012       8.0 (2.9)         13.0 (5.0)       1.63×         46          329        22
+    4,000    198,806       4,012       15.5 (5.6)        54.3 (17.9)      3.50×         109         1,118      23
+    10,000   494,756       10,012      20.5 (13.9)       not run          –             144         –          23
+
+Sparse and dense fits give the same star magnitudes to 7e-15 mag and residuals to 1e-13 mag.
+Before this session's solver changes the same fits took 27 (1,000 visits) and 36 (4,000)
+iterations with 12 Hessian assemblies each, and the 10,000-visit fit 22.8 CPU s (table of
+the previous version of this file, load 3–6); where the iterations went and what changed is
+in :class:`photocalib.fit._joint_solver.GaussNewton`. Whole fits at 10⁵ visits are not run
+here: the simulation builds one WCS object per (visit, detector) and the problem builder
+projects through each (at 4,000 visits that was 4.8 of the fit's 8.2 s, against 3.3 s for
+the solver); the streamed fit (``bench_joint_stream.py``) takes pixel areas and a visit
+table instead.
 """
 
 from __future__ import annotations
@@ -51,14 +81,199 @@ import gc
 import os
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_joint import timed_fit  # noqa: E402
+from bench_joint import PeakRSS, _rss, timed_fit  # noqa: E402
 
 
+# ----------------------------------------------------------------------------------------------
+# the reduced system alone, from a synthetic star–visit incidence
+# ----------------------------------------------------------------------------------------------
+def synthetic_system(n_visits: int, obs_per_visit: float = 30.0, depth: float = 8.0, seed: int = 1) -> dict:
+    """Derivative rows, weights, priors and constraints of a wide survey ``depth`` deep (see the
+    module documentation), without WCSs: what :func:`reduced_matrix` and the solvers take."""
+    import scipy.sparse as sp
+    from scipy.spatial import cKDTree
+
+    from photocalib.fit._joint_sparse import SparsePrior
+
+    rng = np.random.default_rng(seed)
+    side = np.sqrt(n_visits * np.pi / depth)
+    centre = rng.uniform(0, side, (n_visits, 2))
+    stars = rng.uniform(0, side, (rng.poisson(obs_per_visit / np.pi * side**2), 2))
+    hits = cKDTree(centre).query_ball_point(stars, r=1.0)
+    count = np.fromiter((len(h) for h in hits), np.int64, len(hits))
+    star = np.repeat(np.arange(len(stars)), count)
+    visit = np.fromiter((v for h in hits for v in h), np.int64, int(count.sum()))
+    del hits
+    keep = count[star] >= 2
+    star, visit = star[keep], visit[keep]
+    # each visit's camera rotated at random on the sky (as dithered surveys are): without it a
+    # gradient of the grey terms across the sky is exactly a tilt of every star flat
+    angle = rng.uniform(0, 2 * np.pi, n_visits)[visit]
+    rel = stars[star] - centre[visit]
+    rel = np.stack([np.cos(angle) * rel[:, 0] + np.sin(angle) * rel[:, 1],
+                    -np.sin(angle) * rel[:, 0] + np.cos(angle) * rel[:, 1]], 1)
+    _, star = np.unique(star, return_inverse=True)
+    det = (rel[:, 0] > 0) + 2 * (rel[:, 1] > 0)
+    n_p = n_visits + 12
+    cols = np.stack([visit, n_visits + 3 * det, n_visits + 3 * det + 1, n_visits + 3 * det + 2], 1)
+    D = np.stack([np.ones(len(star)), np.ones(len(star)), 2 * np.abs(rel[:, 0]) - 1, 2 * np.abs(rel[:, 1]) - 1], 1)
+    w = 1.0 / rng.uniform(0.01, 0.05, len(star)) ** 2
+    n_s = int(star.max()) + 1
+    prob = types.SimpleNamespace(n_p=n_p, star=star, ptr=np.concatenate([[0], np.cumsum(np.bincount(star))]),
+                                 describe=lambda j: f"parameter {j}")
+    C = np.zeros((2, n_p))
+    C[0, :n_visits] = 1.0 / n_visits
+    C[1, n_visits + 3 * np.arange(4)] = 0.25
+    ridge = np.zeros(n_p)
+    ridge[n_visits:][np.arange(12) % 3 != 0] = 1.0
+    Q = SparsePrior(sp.diags(ridge).tocsr(), np.zeros((0, n_p)), 0.0)
+    W = np.bincount(star, weights=w, minlength=n_s)
+    rhs = rng.normal(size=n_p)
+    return dict(prob=prob, cols=cols.astype(np.int32), D=D, w=w, W=W, C=C, Q=Q, rhs=rhs, n_obs=len(star), n_s=n_s)
+
+
+class PreviousSystem:
+    """The previous sparse solve (before METIS and the pins), kept here as the peer: SuperLU's
+    minimum-degree ordering of the whole KKT matrix ``[S + Qs, Cᵀ; C, 0]``, errors by solving
+    for the covariance's columns."""
+
+    def __init__(self, S, Q, C, n_p):
+        import scipy.sparse as sp
+        import scipy.sparse.linalg as spla
+
+        Ss = (S + Q.Qs).tocsc()
+        Ss = Ss + sp.diags(1e-12 * np.abs(Ss.diagonal()))
+        nc = len(C)
+        K = sp.bmat([[Ss, sp.csr_matrix(C).T], [sp.csr_matrix(C), sp.csr_matrix((nc, nc))]], format="csc")
+        self.n_p, self.n_c = n_p, nc
+        self.lu = spla.splu(K, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.01, options={"SymmetricMode": True})
+
+    def solve(self, rhs, ct):
+        return self.lu.solve(np.concatenate([rhs, ct]))[: self.n_p]
+
+    def variances(self, batch=256):
+        var = np.zeros(self.n_p)
+        for i0 in range(0, self.n_p, batch):
+            idx = np.arange(i0, min(i0 + batch, self.n_p))
+            rhs = np.zeros((self.n_p + self.n_c, len(idx)))
+            rhs[idx, np.arange(len(idx))] = 1.0
+            var[idx] = self.lu.solve(rhs)[idx, np.arange(len(idx))]
+        return var
+
+
+def _dense(S, Q, C, lam, rhs, ct, errors):
+    """The dense path's linear algebra (as ``GaussNewton`` does it): bordered Cholesky of
+    ``S + Q + lam CᵀC``, errors from the inverse."""
+    import scipy.linalg as sla
+
+    Sp = S.toarray() + Q.dense()
+    d = np.diag(Sp).copy()
+    Sp += lam * (C.T @ C)
+    Sp[np.diag_indices_from(Sp)] += 1e-12 * np.abs(d)
+    cho = sla.cho_factor(Sp, lower=False)
+    X = sla.cho_solve(cho, C.T)
+    yv = sla.cho_solve(cho, rhs + lam * (C.T @ ct))
+    dp = yv - X @ np.linalg.solve(C @ X, C @ yv - ct)
+    var = None
+    if errors:
+        inv = sla.cho_solve(cho, np.eye(len(d)))
+        Xi = inv @ C.T
+        var = np.diag(inv) - np.einsum("ij,jk,ik->i", Xi, np.linalg.inv(C @ Xi), Xi)
+    return dp, var
+
+
+def _stage(fn):
+    """(result, wall s, peak resident growth in bytes) of ``fn()``."""
+    gc.collect()
+    base = _rss()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        out = fn()
+        wall = time.perf_counter() - t0
+    return out, wall, mem.peak - base
+
+
+def _system_row(n: int, args) -> dict:
+    """Every stage of the three solvers on one synthetic system of ``n`` visits."""
+    from photocalib.fit import _joint_sparse as sparse
+
+    t0 = time.perf_counter()
+    d = synthetic_system(n, args.obs_per_visit)
+    prob, ct = d["prob"], np.zeros(2)
+    row = dict(n=n, n_obs=d["n_obs"], n_p=prob.n_p, gen=time.perf_counter() - t0)
+    S, row["t_asm"], row["m_asm"] = _stage(lambda: sparse.reduced_matrix(prob, d["cols"], d["D"], d["w"], d["W"]))
+    row["nnz_S"] = S.nnz
+    lam = float(np.mean(S.diagonal()))
+    rhs = S @ d["rhs"]  # a gradient in the range of the reduced matrix, as the fit's is
+    new, row["t_fac"], row["m_fac"] = _stage(lambda: sparse.SparseSystem(S, d["Q"], d["C"], lam, prob))
+    row["nnz_f"] = new.lu.L.nnz + new.lu.U.nnz
+    x_new, row["t_sol"], _ = _stage(lambda: new.solve(rhs, ct))
+    (perr, _quad), row["t_err"], row["m_err"] = _stage(lambda: new.errors(prob, d["cols"], d["D"], d["w"]))
+    new = None  # free the factor before the peers run
+    if n <= args.old_max:
+        old, row["t_fac_old"], row["m_fac_old"] = _stage(lambda: PreviousSystem(S, d["Q"], d["C"], prob.n_p))
+        row["nnz_f_old"] = old.lu.L.nnz + old.lu.U.nnz
+        x_old, row["t_sol_old"], _ = _stage(lambda: old.solve(rhs, ct))
+        row["dx_old"] = float(np.max(np.abs(x_new - x_old)))
+        if n <= args.old_errors_max:
+            var_old, row["t_err_old"], _ = _stage(old.variances)
+            row["de_old"] = float(np.max(np.abs(perr / np.sqrt(var_old) - 1)))
+        old = None
+    if n <= args.dense_max:
+        (x_de, var_de), row["t_de"], row["m_de"] = _stage(lambda: _dense(S, d["Q"], d["C"], lam, rhs, ct, True))
+        row["dx_de"] = float(np.max(np.abs(x_new - x_de)))
+        row["de_de"] = float(np.max(np.abs(perr / np.sqrt(var_de) - 1)))
+    return row
+
+
+def run_system(args) -> None:
+    from photocalib.fit import _joint_sparse as sparse
+
+    small = synthetic_system(300, args.obs_per_visit)  # compile the kernels outside the timings
+    S0 = sparse.reduced_matrix(small["prob"], small["cols"], small["D"], small["w"], small["W"])
+    sparse.SparseSystem(S0, small["Q"], small["C"], 1.0, small["prob"]).errors(small["prob"], small["cols"],
+                                                                               small["D"], small["w"])
+    rows = []
+    for n in (int(v) for v in args.visits.split(",")):
+        rows.append(_system_row(n, args))
+        print(f"# {rows[-1]}", flush=True)
+        gc.collect()
+
+    print()
+    print(f"# load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times scale with it)")
+    print("| visits | observations | nnz(S) | assemble s (MiB) | factor s (MiB) | solve s | errors s (MiB) "
+          "| previous factor s (MiB) | previous/new factor+solve | previous errors s | dense factor+solve+errors s "
+          "(MiB) | dense/new (factor+solve+errors) | max |Δx| vs previous, dense |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    mib = 2.0**20
+    for r in rows:
+        new_fs = r["t_fac"] + r["t_sol"]
+        if "t_fac_old" in r:
+            old = f"{r['t_fac_old']:.1f} ({r['m_fac_old'] / mib:.0f})"
+            ratio_old = f"{(r['t_fac_old'] + r['t_sol_old']) / new_fs:.1f}×"
+        else:
+            old = ratio_old = "not run"
+        old_err = f"{r['t_err_old']:.1f}" if "t_err_old" in r else "not run"
+        if "t_de" in r:
+            dense = f"{r['t_de']:.1f} ({r['m_de'] / mib:.0f})"
+            ratio_de = f"{r['t_de'] / (new_fs + r['t_err']):.1f}×"
+        else:
+            dense = ratio_de = "not run"
+        dx = f"{r.get('dx_old', float('nan')):.0e}, {r.get('dx_de', float('nan')):.0e}"
+        print(f"| {r['n']:,} | {r['n_obs']:,} | {r['nnz_S']:,} | {r['t_asm']:.1f} ({r['m_asm'] / mib:.0f}) "
+              f"| {r['t_fac']:.1f} ({r['m_fac'] / mib:.0f}) | {r['t_sol']:.3f} | {r['t_err']:.1f} ({r['m_err'] / mib:.0f}) "
+              f"| {old} | {ratio_old} | {old_err} | {dense} | {ratio_de} | {dx} |")
+
+
+# ----------------------------------------------------------------------------------------------
+# whole fits
+# ----------------------------------------------------------------------------------------------
 def make_problem(n_visits: int, obs_per_visit: float, seed: int = 1):
     """Observations, WCSs and truth of a wide survey of ``n_visits`` visits about 8 deep."""
     from photocalib.sim.camera import Camera
@@ -83,14 +298,7 @@ def run_one(obs, wcs, truth, solver: str, errors: bool) -> dict:
     return dict(sol=sol, wall=wall, cpu=cpu, peak=peak - base, iters=sol.n_iter, n_p=len(sol._perr))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--visits", default="250,500,1000,2000,4000,10000", help="comma-separated visit counts")
-    parser.add_argument("--dense-max", type=int, default=4000, help="largest visit count the dense peer runs at")
-    parser.add_argument("--obs-per-visit", type=float, default=100.0)
-    parser.add_argument("--errors", action="store_true", help="also compute parameter and star errors")
-    args = parser.parse_args(argv)
-
+def run_fits(args) -> None:
     import numba
 
     print(f"# numba threads {numba.get_num_threads()}, CPUs {os.cpu_count()}, errors={args.errors}")
@@ -122,18 +330,42 @@ def main(argv=None) -> None:
     print()
     print(f"# load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times scale with it)")
     print("| visits | observations | parameters | sparse s (CPU s) | dense s (CPU s) | dense/sparse wall | "
-          "sparse peak MiB | dense peak MiB | max |Δmag| star | max |Δ| residual |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "sparse peak MiB | dense peak MiB | iterations sparse, dense | max |Δmag| star | max |Δ| residual |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "t_de" in r:
             dense = f"{r['t_de']:.1f} ({r['cpu_de']:.1f})"
             ratio = f"{r['t_de'] / r['t_sp']:.2f}×"
             mem_de = f"{r['mem_de'] / 2**20:.0f}"
             dm, dr = f"{r['dmag']:.1e}", f"{r['dres']:.1e}"
+            its = f"{r['it_sp']}, {r['it_de']}"
         else:
             dense = ratio = mem_de = dm = dr = "-"
+            its = f"{r['it_sp']}, -"
         print(f"| {r['n_visits']:,} | {r['n_obs']:,} | {r['n_p']:,} | {r['t_sp']:.1f} ({r['cpu_sp']:.1f}) | {dense} "
-              f"| {ratio} | {r['mem_sp'] / 2**20:.0f} | {mem_de} | {dm} | {dr} |")
+              f"| {ratio} | {r['mem_sp'] / 2**20:.0f} | {mem_de} | {its} | {dm} | {dr} |")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fit", action="store_true", help="whole fits (simulated observations with WCSs)")
+    parser.add_argument("--visits", default=None,
+                        help="comma-separated visit counts (default 4000,10000,30000,100000; with --fit 1000,2000,4000)")
+    parser.add_argument("--dense-max", type=int, default=4000, help="largest visit count the dense peer runs at")
+    parser.add_argument("--old-max", type=int, default=100000, help="largest visit count the previous solve runs at")
+    parser.add_argument("--old-errors-max", type=int, default=2000,
+                        help="largest visit count the previous solve's errors (n_p solves) run at")
+    parser.add_argument("--obs-per-visit", type=float, default=None, help="default 30 (system), 100 (--fit)")
+    parser.add_argument("--errors", action="store_true", help="with --fit: also compute the errors")
+    args = parser.parse_args(argv)
+    if args.fit:
+        args.visits = args.visits or "1000,2000,4000"
+        args.obs_per_visit = args.obs_per_visit or 100.0
+        run_fits(args)
+    else:
+        args.visits = args.visits or "4000,10000,30000,100000"
+        args.obs_per_visit = args.obs_per_visit or 30.0
+        run_system(args)
 
 
 if __name__ == "__main__":
