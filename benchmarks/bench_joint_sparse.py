@@ -18,6 +18,8 @@ Two parts (one command each):
   Cholesky of the dense reduced matrix, errors from its inverse: up to ``--dense-max``).
   Peak memory is each stage's growth of the process's resident memory over what it held
   before the stage.
+* ``--candidates``: the fill-reducing orderings, CHOLMOD and preconditioned conjugate gradients
+  on the same matrix, as measured to choose the solver.
 * ``--fit``: whole in-memory fits (simulated observations with the camera's WCSs) of the
   sparse and dense solvers, with their Gauss–Newton iteration counts.
 
@@ -25,6 +27,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_joint_sparse.py [--visits 4000,10000,30000,100000]
         [--obs-per-visit 30] [--old-max 100000] [--old-errors-max 2000] [--dense-max 4000]
+    .venv/bin/python benchmarks/bench_joint_sparse.py --candidates [--visits 10000,100000]
     .venv/bin/python benchmarks/bench_joint_sparse.py --fit [--visits 1000,2000,4000] [--dense-max 4000]
 
 Measured: see the tables below (numbers are from a 2-core machine shared with three other
@@ -52,6 +55,33 @@ the previous path's factorisation took 36 s and 1.4 GiB (its errors, n_p = 10⁵
 not run: 47 s at 4,000 visits, 435 s at 10,000 in an earlier run). The dense path's matrix
 alone is 8 n_p² bytes: 80 GB at 10⁵ visits. An earlier run on a quieter machine (load 1.1)
 factorised the 10⁵-visit system in 4.7 s (previous: 28.3 s).
+
+Candidates, ``--candidates --visits 10000,100000`` (the SPD leading block ``S + Qs + λGᵀG`` that
+``SparseSystem`` factorises, one right-hand side; CG to a relative residual of 1e-12; CHOLMOD
+and pyamg are optional here, from the ``bench`` extra; load average 4.6–4.8)::
+
+    visits   method                          s      peak MiB  rel. residual  max |Δx|  detail
+    10,000   SuperLU, minimum degree         0.5    35        5e-15          –         nnz(L+U) 1,920,396
+    10,000   SuperLU, METIS (used)           0.3    23        5e-15          1e-12     nnz(L+U) 1,726,468
+    10,000   CG, Jacobi                      3.7    0         9e-13          4e-09     403 iterations
+    10,000   CG, pyamg smoothed aggregation  5.7    2         5e-13          7e-10     127 iterations
+    10,000   CHOLMOD (cvxopt), AMD           0.2    6         3e-15          8e-12
+    10,000   CHOLMOD (cvxopt), METIS         0.3    1         2e-15          2e-12
+    100,000  SuperLU, minimum degree         19.0   410       1e-14          –         nnz(L+U) 29,515,304
+    100,000  SuperLU, METIS (used)           6.1    553       6e-15          2e-11     nnz(L+U) 24,196,022
+    100,000  CG, Jacobi                      43.9   0         8e-13          3e-08     1,205 iterations
+    100,000  CG, pyamg smoothed aggregation  64.2   143       1e-12          4e-08     356 iterations
+    100,000  CHOLMOD (cvxopt), AMD           1.4    283       6e-15          6e-11
+    100,000  CHOLMOD (cvxopt), METIS         3.1    254       6e-15          5e-13
+
+Conjugate gradients lose: the grey block is a graph Laplacian on the sky whose condition
+grows with the survey's extent, and the 12 star-flat parameters couple to every visit, which
+spoils smoothed aggregation (356 iterations); each solve also needs many iterations where a
+factor is re-used for the frozen-Hessian steps and gives the errors. CHOLMOD's supernodal
+Cholesky (cvxopt's wheel; scikit-sparse has no wheels) is 4× faster than SuperLU with the
+METIS order at 10⁵ visits, but works on the SPD form only (the dense borders by Woodbury)
+and cvxopt exposes no factor for the selected inversion: SuperLU with METIS is kept (6 s
+here is well inside the few tens of seconds a fit can spend per factorisation).
 
 Whole fits, ``--fit --visits 1000,2000,4000,10000 --dense-max 4000`` (reference-free, first-order
 star flat, no errors; 2026-12-06, load average 5.1–5.7 on the 2 CPUs, so the CPU seconds are
@@ -272,6 +302,97 @@ def run_system(args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# candidate factorisations and iterative solvers of the same (SPD) matrix
+# ----------------------------------------------------------------------------------------------
+def _candidates() -> dict:
+    """name -> function(A, b) returning (x, detail): the ways of solving ``A x = b`` compared."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    from photocalib.fit._joint_sparse import fill_reducing_order
+
+    def superlu(A, b, order=None, spec="MMD_AT_PLUS_A"):
+        if order is not None:
+            A = A[order][:, order].tocsc()
+            b = b[order]
+        lu = spla.splu(A, permc_spec=spec, diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        x = lu.solve(b)
+        if order is not None:
+            out = np.empty_like(x)
+            out[order] = x
+            x = out
+        return x, f"nnz(L+U) {lu.L.nnz + lu.U.nnz:,}"
+
+    def cg(A, b, M, name):
+        its = [0]
+
+        def count(_):
+            its[0] += 1
+
+        x, info = spla.cg(A, b, rtol=1e-12, maxiter=20000, M=M, callback=count)
+        return x, f"{name}: {its[0]} iterations" + ("" if info == 0 else " (not converged)")
+
+    out = {
+        "SuperLU, minimum degree": lambda A, b: superlu(A, b),
+        "SuperLU, METIS (used)": lambda A, b: superlu(A, b, fill_reducing_order(A), "NATURAL"),
+        "CG, Jacobi": lambda A, b: cg(A, b, sp.diags(1.0 / A.diagonal()), "Jacobi"),
+    }
+    try:
+        import pyamg
+
+        def amg(A, b):
+            ml = pyamg.smoothed_aggregation_solver(A.tocsr(), symmetry="symmetric")
+            return cg(A, b, ml.aspreconditioner(cycle="V"), "pyamg SA")
+        out["CG, pyamg smoothed aggregation"] = amg
+    except ImportError:
+        pass
+    try:
+        from cvxopt import cholmod, matrix, spmatrix
+
+        def chol(A, b, order=None):
+            lo = sp.tril(A).tocoo()
+            M = spmatrix(lo.data, lo.row.astype(int).tolist(), lo.col.astype(int).tolist(), A.shape)
+            F = cholmod.symbolic(M) if order is None else cholmod.symbolic(M, p=matrix(order.astype(int).tolist()))
+            cholmod.numeric(M, F)
+            X = matrix(b)
+            cholmod.solve(F, X)
+            return np.array(X).ravel(), "cvxopt"
+        out["CHOLMOD (cvxopt), AMD"] = chol
+        out["CHOLMOD (cvxopt), METIS"] = lambda A, b: chol(A, b, fill_reducing_order(A))
+    except ImportError:
+        pass
+    return out
+
+
+def run_candidates(args) -> None:
+    """Each candidate on the SPD leading block ``S + Qs + λGᵀG`` that ``SparseSystem`` factorises."""
+    import scipy.sparse as sp
+
+    from photocalib.fit import _joint_sparse as sparse
+
+    print(f"# candidates on the pinned reduced matrix; load average {os.getloadavg()[0]:.1f} at the start")
+    print("| visits | method | s | peak MiB | relative residual | max |Δx| vs the first | detail |")
+    print("|---|---|---|---|---|---|---|")
+    for n in (int(v) for v in args.visits.split(",")):
+        d = synthetic_system(n, args.obs_per_visit)
+        S = sparse.reduced_matrix(d["prob"], d["cols"], d["D"], d["w"], d["W"])
+        lam = float(np.mean(S.diagonal()))
+        pins = sparse._pins(d["C"])
+        G = sp.csr_matrix((np.ones(len(pins)), (np.arange(len(pins)), pins)), shape=(len(pins), S.shape[0]))
+        A = (S + d["Q"].Qs + lam * (G.T @ G)).tocsc()
+        b = A @ d["rhs"]
+        del d, S
+        ref = None
+        for name, fn in _candidates().items():
+            (x, detail), wall, peak = _stage(lambda fn=fn, A=A, b=b: fn(A, b))
+            res = float(np.linalg.norm(A @ x - b) / np.linalg.norm(b))
+            ref = x if ref is None else ref
+            dx = float(np.max(np.abs(x - ref)))
+            print(f"| {n:,} | {name} | {wall:.1f} | {peak / 2**20:.0f} | {res:.0e} | {dx:.0e} | {detail} |", flush=True)
+        gc.collect()
+
+
+# ----------------------------------------------------------------------------------------------
 # whole fits
 # ----------------------------------------------------------------------------------------------
 def make_problem(n_visits: int, obs_per_visit: float, seed: int = 1):
@@ -349,6 +470,8 @@ def run_fits(args) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fit", action="store_true", help="whole fits (simulated observations with WCSs)")
+    parser.add_argument("--candidates", action="store_true",
+                        help="the candidate sparse factorisations and preconditioned CG on one matrix")
     parser.add_argument("--visits", default=None,
                         help="comma-separated visit counts (default 4000,10000,30000,100000; with --fit 1000,2000,4000)")
     parser.add_argument("--dense-max", type=int, default=4000, help="largest visit count the dense peer runs at")
@@ -358,7 +481,11 @@ def main(argv=None) -> None:
     parser.add_argument("--obs-per-visit", type=float, default=None, help="default 30 (system), 100 (--fit)")
     parser.add_argument("--errors", action="store_true", help="with --fit: also compute the errors")
     args = parser.parse_args(argv)
-    if args.fit:
+    if args.candidates:
+        args.visits = args.visits or "10000,100000"
+        args.obs_per_visit = args.obs_per_visit or 30.0
+        run_candidates(args)
+    elif args.fit:
         args.visits = args.visits or "1000,2000,4000"
         args.obs_per_visit = args.obs_per_visit or 100.0
         run_fits(args)
