@@ -284,3 +284,29 @@ def _sp_identity(n):
     import scipy.sparse as sp
 
     return sp.identity(n, format="csc")
+
+
+def test_constraints_whose_pins_miss_the_null_space_still_solve_exactly():
+    """A constraint whose largest coefficient is on a parameter outside the degeneracy it
+    removes (valid, but its pin fixes nothing): the factorisation falls back to threshold
+    pivoting and the answer and errors are still the dense ones."""
+    import scipy.linalg as sla
+
+    prob, cols, D, w, W, C, Q = _synthetic_system(n_visits=200)
+    n_v = prob.n_p - 12
+    # only the star-flat ridge: the reduced matrix keeps its null space (the degeneracies)
+    Q = _joint_sparse.SparsePrior(sp_csr(np.diag(np.r_[np.zeros(n_v), np.tile([0.0, 1.0, 1.0], 4)])),
+                                  np.zeros((0, prob.n_p)), 0.0)
+    C = C.copy()
+    C[0, n_v + 1] = 1.0  # a star flat's x term: not in the null space, but now the largest entry
+    S = _joint_sparse.reduced_matrix(prob, cols, D, w, W)
+    system = _joint_sparse.SparseSystem(S, Q, C, float(np.mean(S.diagonal())), prob)
+    assert not np.array_equal(system.lu.perm_r, system.lu.perm_c)  # pivoted off the diagonal
+    assert system.selected_inverse() is None
+    Kd = _dense_kkt(S, Q, C)
+    rhs = Kd[: prob.n_p, : prob.n_p] @ np.random.default_rng(5).normal(size=prob.n_p)
+    ct = np.array([0.003, 0.0])
+    want = sla.solve(Kd, np.concatenate([rhs, ct]))[: prob.n_p]
+    np.testing.assert_allclose(system.solve(rhs, ct), want, rtol=0, atol=1e-6 * np.abs(want).max())
+    cov = np.linalg.inv(Kd)[: prob.n_p, : prob.n_p]
+    np.testing.assert_allclose(system.variances(), np.diag(cov), rtol=1e-6)
