@@ -284,6 +284,7 @@ def run_streamed(survey, workers_list, memory_limit=None, in_process=True) -> li
     if in_process:
         sol, wall, cpu, peak = measured(lambda: fit_streamed(survey))
         rows.append(row_of("stream", survey, 0, wall, cpu, peak, sol))
+        rows[-1]["_sol"] = sol  # compared with the in-memory fit, then dropped
         del sol
     for w in workers_list:
         cluster, client = start_cluster(w, memory_limit)
@@ -297,7 +298,31 @@ def run_streamed(survey, workers_list, memory_limit=None, in_process=True) -> li
     return rows
 
 
-def run_peers(survey, dense_max_visits: int, lbfgs_seconds: float) -> list[dict]:
+def compare(stream_sol, memory_sol, survey, n_grid: int = 6) -> str:
+    """How far apart two solutions are: calibration over visits × detectors × a pixel grid, and
+    star magnitudes (all common stars, and those with two or more observations used in both)."""
+    cfg = survey.config
+    ny, nx = cfg.detector_shape
+    gx, gy = np.meshgrid(np.linspace(cfg.edge, nx - 1 - cfg.edge, n_grid), np.linspace(cfg.edge, ny - 1 - cfg.edge, n_grid))
+    gx, gy = gx.ravel(), gy.ravel()
+    visits = sorted(set(map(int, stream_sol.visits)) & set(map(int, memory_sol.visits)))
+    dets = sorted(set(map(int, stream_sol.detectors)) & set(map(int, memory_sol.detectors)))
+    dg = np.array([2.5 * np.log10(stream_sol.grey(v) / memory_sol.grey(v)) for v in visits])
+    ds = np.stack([2.5 * np.log10(np.asarray(stream_sol.star_flat(d).evaluate(gx, gy))
+                                  / np.asarray(memory_sol.star_flat(d).evaluate(gx, gy))) for d in dets])
+    dcal = float(np.max(np.abs(dg[:, None, None] + ds[None])))
+    a = stream_sol.star_flux.to_pandas().set_index("star")
+    b = memory_sol.star_flux.to_pandas().set_index("star")
+    common = a.index.intersection(b.index)
+    dm = (a.loc[common, "mag"] - b.loc[common, "mag"]).abs()
+    well = (a.loc[common, "n_used"] >= 2) & (b.loc[common, "n_used"] >= 2)
+    n_off = int((dm > 1e-6).sum())
+    return (f"max |Δ calibration| {dcal:.1e} mag over {len(visits):,} visits × {len(dets)} detectors; star mags: "
+            f"max |Δ| {dm[well].max():.1e} mag over the {int(well.sum()):,} stars with >= 2 used observations, "
+            f"{n_off} of {len(common):,} stars differ by > 1e-6 mag (stars: {len(a):,} streamed, {len(b):,} in memory)")
+
+
+def run_peers(survey, dense_max_visits: int, lbfgs_seconds: float, against=None) -> list[dict]:
     from bench_joint import fgcm_like
 
     obs = survey.read_observations(["visit", "detector", "star", "x", "y", "instflux", "instflux_err",
@@ -308,6 +333,9 @@ def run_peers(survey, dense_max_visits: int, lbfgs_seconds: float) -> list[dict]
     for solver in solvers:
         sol, wall, cpu, peak = measured(lambda s=solver: fit_in_memory(survey, obs, wcs, s))
         rows.append(row_of(f"in-memory {solver}", survey, 0, wall, cpu, peak, sol))
+        if against is not None:
+            print(f"# streamed vs in-memory {solver}, {survey.n_observations:,} observations: "
+                  f"{compare(against, sol, survey)}", flush=True)
         del sol
     if lbfgs_seconds > 0:
         # it has no outlier rejection (with 1 % gross outliers its first line search stalls), so it
@@ -427,16 +455,20 @@ def main(argv=None) -> None:
         print(f"# dataset {survey.path}: {survey.n_observations:,} observations, written in {survey.seconds:.1f} s "
               f"(ready in {time.perf_counter() - t0:.1f} s)", flush=True)
         ws = workers if i == len(sizes) - 1 else workers[-1:]
-        rows += run_streamed(survey, ws, args.memory_limit)
+        streamed = run_streamed(survey, ws, args.memory_limit)
+        rows += streamed
+        against = next((r.pop("_sol") for r in streamed if "_sol" in r), None)
         if n == args.peer_size:
-            rows += run_peers(survey, args.dense_max_visits, args.lbfgs_seconds)
+            rows += run_peers(survey, args.dense_max_visits, args.lbfgs_seconds, against)
         elif n <= args.inmemory_max:
-            rows += run_peers(survey, 0, 0.0)
+            rows += run_peers(survey, 0, 0.0, against)
+        del against
     for nv in (float(v) for v in args.visit_series.split(",") if v):
         if not args.peer_size:
             break
         survey = dataset(root, args.peer_size, obs_per_visit=args.peer_size / nv)
         for r in run_streamed(survey, workers[-1:], args.memory_limit):
+            r.pop("_sol", None)
             r["series"] = "visits"
             rows.append(r)
     print_table(rows)
