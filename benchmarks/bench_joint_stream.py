@@ -236,15 +236,38 @@ def streaming_available() -> bool:
         "visits" in inspect.signature(JointCalibrator.fit).parameters
 
 
+#: Client-side times at which each Gauss–Newton pass of the last streamed fit ended.
+PASS_TIMES: list[float] = []
+
+
 def fit_streamed(survey, client=None):
     import pandas as pd
 
-    from photocalib.fit import fit_joint
+    from photocalib.fit import _joint_stream, fit_joint
 
     cfg = dict(FIT_CONFIG)
     model = cfg.pop("model")
-    return fit_joint(str(survey.observations), None, model=model, reference=pd.read_parquet(survey.reference),
-                     visits=str(survey.visits), client=client, bboxes=survey.bboxes, **cfg)
+    PASS_TIMES.clear()
+    PASS_TIMES.append(time.perf_counter())
+    _joint_stream.PASS_HOOK = lambda n: PASS_TIMES.append(time.perf_counter())
+    try:
+        return fit_joint(str(survey.observations), None, model=model, reference=pd.read_parquet(survey.reference),
+                         visits=str(survey.visits), client=client, bboxes=survey.bboxes, **cfg)
+    finally:
+        _joint_stream.PASS_HOOK = None
+        PASS_TIMES.append(time.perf_counter())
+
+
+def pass_note() -> str:
+    """Set-up time (reading, scans, exclusions, robust start: until the first Gauss–Newton pass
+    ends, less that pass), median pass time, and the summary pass, of the last streamed fit."""
+    t = PASS_TIMES
+    if len(t) < 4:
+        return ""
+    passes = np.diff(t[1:-1])
+    per = float(np.median(passes)) if passes.size else float("nan")
+    setup = t[1] - t[0] - per
+    return f"set-up {setup:.0f} s + {len(t) - 2} passes × {per:.1f} s + summary {t[-1] - t[-2]:.0f} s"
 
 
 def fit_in_memory(survey, obs, wcs, solver: str):
@@ -267,7 +290,8 @@ def start_cluster(workers: int, memory_limit: str | None):
 
 def row_of(label, survey, workers, wall, cpu, peak, sol, note=""):
     r = dict(label=label, n_obs=survey.n_observations, n_visits=survey.config.n_visits, workers=workers,
-             wall=wall, cpu=cpu, peak=peak, note=note, rms=float("nan"), p99=float("nan"))
+             wall=wall, cpu=cpu, peak=peak, note=note, rms=float("nan"), p99=float("nan"),
+             iters=getattr(sol, "n_iter", None))
     if sol is not None:
         r["rms"], r["p99"] = calibration_error(sol, survey)
     print(f"# {label:>18} n_obs={r['n_obs']:,} visits={r['n_visits']:,} workers={workers}: {wall:.1f} s wall, "
@@ -283,14 +307,14 @@ def run_streamed(survey, workers_list, memory_limit=None, in_process=True) -> li
         return rows
     if in_process:
         sol, wall, cpu, peak = measured(lambda: fit_streamed(survey))
-        rows.append(row_of("stream", survey, 0, wall, cpu, peak, sol))
+        rows.append(row_of("stream", survey, 0, wall, cpu, peak, sol, pass_note()))
         rows[-1]["_sol"] = sol  # compared with the in-memory fit, then dropped
         del sol
     for w in workers_list:
         cluster, client = start_cluster(w, memory_limit)
         try:
             sol, wall, cpu, peak = measured(lambda c=client: fit_streamed(survey, c))
-            rows.append(row_of("stream-cluster", survey, w, wall, cpu, peak, sol))
+            rows.append(row_of("stream-cluster", survey, w, wall, cpu, peak, sol, pass_note()))
             del sol
         finally:
             client.close()
@@ -366,13 +390,15 @@ def print_table(rows: list[dict]) -> None:
     base = {r["n_obs"]: r["wall"] for r in rows if r["label"] == "stream"}
     print()
     print(f"# load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times scale with it)")
-    print("| fit | observations | visits | workers | wall s | CPU s | peak GiB beyond input | calib rms mmag "
-          "| calib p99 mmag | wall / stream in-process | note |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"# fit configuration: {FIT_CONFIG}")
+    print("| fit | observations | visits | workers | GN iterations | wall s | CPU s | peak GiB beyond input "
+          "| calib rms mmag | calib p99 mmag | wall / stream in-process | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['wall'] / base[r['n_obs']]:.2f}×" if r["n_obs"] in base else "-"
-        print(f"| {r['label']} | {r['n_obs']:,} | {r['n_visits']:,} | {r['workers'] or '-'} | {r['wall']:.1f} "
-              f"| {r['cpu']:.1f} | {r['peak'] / 2**30:.2f} | {r['rms']:.3f} | {r['p99']:.3f} | {ratio} | {r['note']} |")
+        print(f"| {r['label']} | {r['n_obs']:,} | {r['n_visits']:,} | {r['workers'] or '-'} | {r['iters'] or '-'} "
+              f"| {r['wall']:.1f} | {r['cpu']:.1f} | {r['peak'] / 2**30:.2f} | {r['rms']:.3f} | {r['p99']:.3f} "
+              f"| {ratio} | {r['note']} |")
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -428,6 +454,13 @@ def main(argv=None) -> None:
                         "the others run with the last)")
     parser.add_argument("--memory-limit", default=None, help="per-worker memory limit of the LocalCluster")
     parser.add_argument("--plot", default=None, help="PNG path for the scaling plot")
+    parser.add_argument("--max-iter", type=int, default=None, help="cap on Gauss–Newton iterations (default: the "
+                        "library's); with a cap, the pass times give the full fit's time on paper")
+    parser.add_argument("--max-rejection-rounds", type=int, default=None, help="cap on outlier re-classification "
+                        "rounds (default: the library's)")
+    parser.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the streamed fit in this process (default yes; --no-in-process: only on "
+                        "the LocalCluster)")
     parser.add_argument("--big", default=None, help="only the streamed LocalCluster fit on this existing survey "
                         "(the 10⁸ run)")
     args = parser.parse_args(argv)
@@ -435,6 +468,10 @@ def main(argv=None) -> None:
     from photocalib.sim.large_survey import LargeSurvey
 
     os.system("uptime")
+    if args.max_iter is not None:
+        FIT_CONFIG["max_iter"] = args.max_iter
+    if args.max_rejection_rounds is not None:
+        FIT_CONFIG["max_rejection_rounds"] = args.max_rejection_rounds
     workers = [int(w) for w in args.workers.split(",") if w]
     if args.big:
         survey = LargeSurvey.open(args.big)
@@ -455,7 +492,7 @@ def main(argv=None) -> None:
         print(f"# dataset {survey.path}: {survey.n_observations:,} observations, written in {survey.seconds:.1f} s "
               f"(ready in {time.perf_counter() - t0:.1f} s)", flush=True)
         ws = workers if i == len(sizes) - 1 else workers[-1:]
-        streamed = run_streamed(survey, ws, args.memory_limit)
+        streamed = run_streamed(survey, ws, args.memory_limit, args.in_process)
         rows += streamed
         against = next((r.pop("_sol") for r in streamed if "_sol" in r), None)
         if n == args.peer_size:
