@@ -61,9 +61,11 @@ and costs ``Σ_s (entries of u_s)²``. The reduced dense system (a few thousand 
 solved by Cholesky with the constraints through a bordered (KKT) solve. From 3000 parameters on (or with
 ``solver="sparse"``) the reduced system is assembled sparsely instead (only visits that share
 stars couple) and factorised by sparse LU in KKT form; see ``_joint_sparse``. Steps that raise χ² or
-make a factor non-positive are halved. Once steps are below 0.02 mag the factorised Hessian is
-kept (frozen-Hessian Newton: only the gradient is recomputed, at O(observations) cost) and it
-is re-assembled at convergence to confirm it and to give the covariance. Convergence: no star
+make a factor non-positive are halved. Once steps are below 0.02 mag (0.2 mag while the robust
+cost is minimised) the factorised Hessian is kept (frozen-Hessian Newton: only the gradient is
+recomputed, at O(observations) cost); it is re-assembled when it goes stale (a least-squares step
+not under a quarter of the one before) and at convergence, to confirm it and to give the
+covariance (``_joint_solver.GaussNewton`` says where the iterations go). Convergence: no star
 magnitude or model value moves by more than ``tol``, or χ² stops decreasing.
 
 Map-reduce: the map is :func:`linearize_chunk` on whole visits (residuals, derivative rows,
