@@ -230,20 +230,21 @@ class _Solver:
             inv = sla.cho_solve(cho, np.eye(n_p))
             Xc = inv @ self.C.T
             cov = inv - Xc @ np.linalg.solve(self.C @ Xc, Xc.T)
+            items = [(h, s["params"], cov[np.ix_(s["params"], s["params"])])
+                     for h, s in zip(self.parts.handles, summaries, strict=True)]
+            var_cal = self.ex.map(_star_variance_item, items, self.ctx, self.p, self.robust, self.chain)
+            return np.sqrt(np.clip(np.diag(cov), 0, None)), var_cal
+        # sparse: the selected inverse of the factorised system (``SparseSystem``), and each
+        # partition's star columns U brought over a few partitions at a time
+        from ..execution import Placed
 
-            def block(idx):
-                return cov[np.ix_(idx, idx)]
-            var = np.diag(cov).copy()
-        else:
-            var = np.zeros(n_p)
-            for i0 in range(0, n_p, 256):
-                idx = np.arange(i0, min(i0 + 256, n_p))
-                var[idx] = self.system.covariance_columns(idx)[idx, np.arange(len(idx))]
-
-            def block(idx):
-                return self.system.covariance_columns(idx)[idx]
-        items = [(h, s["params"], block(s["params"])) for h, s in zip(self.parts.handles, summaries, strict=True)]
-        var_cal = self.ex.map(_star_variance_item, items, self.ctx, self.p, self.robust, self.chain)
+        var = self.system.variances()
+        var_cal = []
+        step = 4
+        for i0 in range(0, len(self.parts), step):
+            some = Placed(self.parts.handles[i0:i0 + step], keep=self.parts.keep)
+            for U in self.ex.map_placed(part_fns.star_columns, some, self.ctx, self.p, self.robust, self.chain):
+                var_cal.append(self.system.star_quadratic(U))
         return np.sqrt(np.clip(var, 0, None)), var_cal
 
 

@@ -300,6 +300,20 @@ def star_variance(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tup
     return np.einsum("si,ij,sj->s", U, cov, U)
 
 
+def star_columns(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple):
+    """``U``: column ``s`` is the star's ``u_s = Σ w D`` (sparse, ``n_p × stars``), for its errors."""
+    import scipy.sparse as sp
+
+    keep = keep_for(part, ctx, chain)
+    st = _state(part, ctx, p, robust, keep)
+    cols = _columns(st.starts, ctx["nbs"])
+    k = cols.shape[1]
+    rows = np.repeat(part["star"].astype(np.int64), k)
+    U = sp.coo_matrix(((st.D * st.we[:, None]).ravel(), (cols.ravel(), rows)),
+                      shape=(ctx["n_p"], len(part["star_ids"])))
+    return U.tocsc()
+
+
 def write_residuals(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple, path: str) -> int:
     """Write this partition's residual table (one Parquet file, atomically); returns its rows."""
     import pyarrow as pa

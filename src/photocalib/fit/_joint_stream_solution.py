@@ -122,6 +122,10 @@ class StreamedJointSolution(JointSolution):
     used (see the module documentation).
     """
 
+    def __init__(self, *, wcs: Mapping, **kwargs) -> None:
+        super().__init__(wcs={}, **kwargs)
+        self._wcs = wcs  # built on demand: one geometry per (visit, detector) asked for
+
     def _with_wcs(self, visit, detector, wcs):
         view = copy.copy(self)
         view._wcs = _Override(self._wcs, (key(visit), key(detector)), wcs)
