@@ -187,3 +187,36 @@ def test_distributed_joint_fit_failure_falls_back_in_process(survey, reference_r
     assert calls == [True, False, False, False]
     assert runner.result.failed == {} and runner.result.skipped == {}
     assert _digests(out, ("calib/joint/**/*.fits",)) == _digests(reference_run, ("calib/joint/**/*.fits",))
+
+
+def test_a_large_run_streams_the_joint_fit_with_the_same_calibrations(survey, reference_run, tmp_path):
+    """Above ``stream_min_observations`` the joint step writes the matched observations by star
+    under calib/joint/observations/ and streams the fit: every calibration and star flux is the
+    in-memory run's (to 1e-6 mag), and the solution file reads back as a normal one."""
+    import shutil
+
+    from photocalib.calib import PhotoCalib
+    from photocalib.fit.joint import JointSolution
+    from photocalib.pipeline.execution import Executor
+    from photocalib.pipeline.runner import _Run
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    cfg = _config().with_overrides(calibration={"stream_min_observations": 1})
+    runner = _Run(find_inputs(survey), out, cfg, Executor(object(), progress=False), force=True)
+    runner.step("joint", runner.joint)
+    assert runner.result.failed == {} and runner.result.counts.get("joint_streamed") == 1
+    assert list((out / "calib" / "joint" / "observations").glob("part-*.parquet"))
+    calibs = sorted((reference_run / "calib" / "joint").rglob("det-*.fits"))
+    assert calibs
+    g = np.linspace(0.0, 1.0, 5)
+    for path in calibs:
+        ref, got = PhotoCalib.read(path), PhotoCalib.read(out / path.relative_to(reference_run))
+        box = ref.field.bbox
+        x, y = np.meshgrid(box.x0 + g * (box.width - 1), box.y0 + g * (box.height - 1))
+        np.testing.assert_allclose(2.5 * np.log10(got.field.evaluate(x, y) / ref.field.evaluate(x, y)), 0.0,
+                                   atol=1e-6)
+    a = JointSolution.read(reference_run / "calib" / "joint" / "solution.fits")
+    b = JointSolution.read(out / "calib" / "joint" / "solution.fits")
+    np.testing.assert_array_equal(a.star_flux["star"], b.star_flux["star"])
+    np.testing.assert_allclose(a.star_flux["mag"], b.star_flux["mag"], rtol=0, atol=1e-6)

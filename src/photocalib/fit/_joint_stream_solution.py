@@ -116,7 +116,8 @@ class StreamedJointSolution(JointSolution):
     """A :class:`JointSolution` from a streamed fit (``fit_joint(..., visits=...)``).
 
     Everything of :class:`JointSolution` is there except the per-observation ``residuals``
-    table (empty; ``fit_joint(..., residuals=folder)`` writes it as Parquet files instead).
+    table (empty; ``fit_joint(..., residuals=folder)`` writes it as Parquet files instead), and
+    :meth:`write` needs the WCSs.
     ``photo_calib``, ``grey_field`` and ``fluence_calibration`` take an optional ``wcs``: the
     exact WCS of that (visit, detector); without it the geometry fitted to the observations is
     used (see the module documentation).
@@ -147,10 +148,29 @@ class StreamedJointSolution(JointSolution):
             return JointSolution.fluence_calibration(self._with_wcs(visit, detector, wcs), visit, detector)
         return super().fluence_calibration(visit, detector)
 
-    def write(self, path, overwrite: bool = True) -> None:
-        """Not available yet for a streamed solution (it has no WCS per (visit, detector) to store)."""
-        raise InputError("a streamed joint solution cannot be written yet: it holds no WCS per (visit, detector); "
-                         "keep its parameters (solution.parameters) and star_flux, or fit in memory to write one")
+    def write(self, path, overwrite: bool = True, *, wcs_by_detector: dict | None = None) -> None:
+        """Write the solution as FITS tables (as :meth:`JointSolution.write`), with the given WCSs.
+
+        The file format stores each (visit, detector)'s WCS, which a streamed fit never had:
+        ``wcs_by_detector`` gives them (every pair in the fit). Read back with
+        :meth:`JointSolution.read`, the solution's calibrations are then exactly the in-memory
+        fit's; the residual table is empty (see ``residuals=`` of the fit).
+
+        Raises
+        ------
+        InputError
+            Without ``wcs_by_detector``, or when it lacks a pair of the fit (both named).
+        """
+        if wcs_by_detector is None:
+            raise InputError("a streamed joint solution is written with the WCSs it was fitted without: "
+                             "pass wcs_by_detector={(visit, detector): SkyWcs} to write()")
+        missing = [k for k in self._wcs if k not in wcs_by_detector]
+        if missing:
+            raise InputError(f"wcs_by_detector has no WCS for (visit, detector) {missing[:5]}"
+                             f"{' and more' if len(missing) > 5 else ''}: write() needs one for every pair in the fit")
+        view = copy.copy(self)
+        view._wcs = {k: wcs_by_detector[k] for k in self._wcs}
+        JointSolution.write(view, path, overwrite)
 
 
 def _star_table(prob, gn, model, summaries, var_cal):

@@ -37,6 +37,12 @@ class JointFitConfig(LayerConfig):
         description="accumulate the joint fit's normal equations per visit on the Dask cluster "
         "(auto: when there are at least 200000 observations; below that the task overhead dominates)",
     )
+    stream_min_observations: int = Field(
+        2_000_000, ge=0,
+        description="from this many observations on, the pipeline writes them as a Parquet dataset "
+        "partitioned by star (calib/joint/observations/) and streams the joint fit from it: about 50 "
+        "bytes per observation held instead of about 1 KiB, the same answer (0: never)",
+    )
 
     @model_validator(mode="after")
     def _grey_gradient_needs_grey(self) -> JointFitConfig:

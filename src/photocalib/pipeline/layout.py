@@ -328,6 +328,11 @@ class RunLayout:
         return self.joint_dir / "solution.fits"
 
     @property
+    def joint_observations(self) -> Path:
+        """The matched observations partitioned by star, for a streamed joint fit (large runs)."""
+        return self.joint_dir / "observations"
+
+    @property
     def tables(self) -> Path:
         """Small summary tables the report reads (Parquet)."""
         return self.root / "tables"

@@ -177,9 +177,23 @@ class _Run:
         mode = cfg.distributed
         if self.ex.client is not None and (mode == "always" or (mode == "auto" and len(obs) >= 200_000)):
             kwargs["client"] = self.ex.client
+        streamed = bool(cfg.stream_min_observations) and len(obs) >= cfg.stream_min_observations
+        if streamed:
+            # A large run: the fit streams the observations from a star-partitioned dataset in
+            # the run folder instead of holding them (see pipeline.joint_stream).
+            from .joint_stream import write_star_partitions
+
+            visits = write_star_partitions(obs, wcs, bboxes, self.run.joint_observations)
+            self.result.counts["joint_streamed"] = 1
+
+        def fit_once(kw):
+            if streamed:
+                return _fit_joint_streamed_task(self.run.joint_observations, visits, kw, self._joint_options())
+            return _fit_joint_task(obs, wcs, kw, self._joint_options())
+
         t_fit = time.perf_counter()
         try:
-            sol = _fit_joint_task(obs, wcs, kwargs, self._joint_options())
+            sol = fit_once(kwargs)
         except PhotocalibError:
             raise
         except Exception as exc:  # noqa: BLE001 - a cluster failure (e.g. a worker killed)
@@ -190,15 +204,16 @@ class _Run:
             log.warning("distributed joint fit failed (%s: %s); fitting in process",
                         type(exc).__name__, exc)
             kwargs.pop("client")
-            sol = _fit_joint_task(obs, wcs, kwargs, self._joint_options())
+            sol = fit_once(kwargs)
         seconds = time.perf_counter() - t_fit
         self.run.joint_dir.mkdir(parents=True, exist_ok=True)
-        sol.write(self.run.joint_solution)
+        exact = {"wcs_by_detector": wcs} if streamed else {}
+        sol.write(self.run.joint_solution, **exact)
         outputs = [self.run.joint_solution]
         outputs += self._compare_models(obs, wcs, kwargs, seconds)
         for (visit, detector) in sorted(wcs):
             try:
-                calib = sol.photo_calib(visit, detector)
+                calib = sol.photo_calib(visit, detector, **({"wcs": wcs[(visit, detector)]} if streamed else {}))
             except InputError as exc:
                 log.warning("no joint calibration for visit %s detector %s: %s", visit, detector, exc)
                 continue
@@ -360,6 +375,14 @@ def _fit_joint_task(obs: pd.DataFrame, wcs, kwargs: dict[str, Any], options: dic
         extra.pop("grey_gradient")
     # Looked up on the module at call time, so a test can stand in a failing fitter.
     return fit.fit_joint(Table.from_pandas(obs), wcs, **kwargs, **extra)
+
+
+def _fit_joint_streamed_task(folder: Path, visits: pd.DataFrame, kwargs: dict[str, Any], options: dict[str, Any]):
+    """The streamed joint fit of the star-partitioned dataset the joint step wrote."""
+    extra = dict(options)
+    if not extra.get("grey_gradient"):
+        extra.pop("grey_gradient")
+    return fit.fit_joint(str(folder), None, visits=visits, **kwargs, **extra)
 
 
 def _coadd_task(inputs: list[str], grid: dict[str, Any], options: dict[str, Any], out: str) -> str:
