@@ -187,6 +187,7 @@ class _Solver:
         chain: tuple = ()
         p, dp_taken, prev, step = self.p, None, None, 1.0
         since = 0
+        solved: dict = {}  # per round: the kept sets' fingerprints and the least-squares solution
         while True:
             res = self._pass(p, robust, chain, dp_taken)
             cost = res["cost"] + float(p @ (self.Q @ p))
@@ -201,6 +202,14 @@ class _Solver:
             if len(h) - since >= 2 and 0.0 <= h[-2] - h[-1] <= 1e-11 * h[-1]:
                 small = True
             more = self.n_iter < cfg.max_iter
+            if small and not robust:
+                solved[len(chain)] = (tuple(res["kept"]), p, res, cost)
+                cycle = self._cycle(solved, len(chain)) if res["n_changed"] else None
+                if cycle is not None:
+                    p, res, cost = cycle[1:]
+                    chain = chain[:len(chain) - cycle[0]]
+                    self.converged = True
+                    break
             if small and more and (robust or (self.irls and res["n_changed"] and self.rounds < cfg.max_rejection_rounds)):
                 chain = chain + (p.copy(),)  # classify here, then least squares on the kept set
                 robust = False
@@ -215,6 +224,21 @@ class _Solver:
             p, dp_taken = p + dp, dp
         self.p, self.robust, self.chain, self.last = p, robust, chain, res
         self.chi2 = cost - float(p @ (self.Q @ p))
+
+    def _cycle(self, solved: dict, r: int):
+        """A re-classification that flips the same observations back and forth.
+
+        When round ``r`` kept the same observations as round ``r − 2``, every later round
+        repeats the last two, and the in-memory fit would go on until ``max_rejection_rounds``;
+        its final state is known now: this round's or the previous one's solution, by parity.
+        Returns ``(rounds to drop from the chain, p, pass result, cost)``, or None.
+        """
+        last = self.cfg.max_rejection_rounds
+        if r < 3 or r - 2 not in solved or solved[r][0] != solved[r - 2][0] or self.rounds >= last:
+            return None
+        back = (last - r) % 2
+        self.rounds = last
+        return (back, *solved[r - back][1:])
 
     def errors(self, summaries) -> tuple[np.ndarray, list[np.ndarray]]:
         """Parameter errors and, per partition, its stars' calibration variance."""

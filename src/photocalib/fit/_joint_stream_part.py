@@ -87,13 +87,17 @@ def _chi2_ref(part: dict, ctx: dict) -> np.ndarray:
     return part["ref_w"] if ctx["reference_in_chi2"] else np.zeros(len(part["star_ids"]))
 
 
-def _ls_mags(part, e, w, ref_w):
-    """Least-squares star magnitudes: the weighted mean of ``e`` (and the reference)."""
+def _ls_mags(part, e, w, ref_w, frozen):
+    """Least-squares star magnitudes: the weighted mean of ``e`` (and the reference).
+
+    A star whose every observation is set aside keeps ``frozen``, its magnitude when it last
+    had weight (as in the in-memory fit, where its magnitude then stops moving); only its
+    residuals use it, when the outliers are classified again.
+    """
     s, n_s = part["star"], len(part["star_ids"])
     W = np.bincount(s, weights=w, minlength=n_s) + ref_w
     B = np.bincount(s, weights=w * e, minlength=n_s) + ref_w * part["ref_m"]
-    # a star whose every observation is set aside keeps a robust value (only its residuals use it)
-    M = np.where(W > 0, B / np.where(W > 0, W, 1.0), _upper_median(e, s, n_s))
+    M = np.where(W > 0, B / np.where(W > 0, W, 1.0), frozen)
     return M, W
 
 
@@ -126,8 +130,9 @@ def _within(part, r, we, w0, ref_w, n_sigma):
     return (z < n_sigma) | (inside & (var <= 1e-9 / w0))
 
 
-def _state(part: dict, ctx: dict, p: np.ndarray, robust: bool, keep: np.ndarray):
-    """Residuals, derivative rows and weights at ``p`` for the given phase and kept set."""
+def _state(part: dict, ctx: dict, p: np.ndarray, robust: bool, keep: np.ndarray, frozen=None):
+    """Residuals, derivative rows and weights at ``p`` for the given phase and kept set
+    (``frozen``: the magnitudes of stars left without weight, see :func:`_ls_mags`)."""
     e, D, starts, ok = _evaluate(part, ctx, p)
     w0 = 1.0 / part["sigma2"].astype(np.float64)
     w = w0 * keep
@@ -140,7 +145,7 @@ def _state(part: dict, ctx: dict, p: np.ndarray, robust: bool, keep: np.ndarray)
         cost = float(c**2 * np.sum(np.log1p(u)))
         we = w / (1.0 + u)
     else:
-        M, _ = _ls_mags(part, e, w, ref_w)
+        M, _ = _ls_mags(part, e, w, ref_w, np.zeros(len(part["star_ids"])) if frozen is None else frozen)
         r = e - M[part["star"]]
         cost = float(np.sum(w * r * r))
         we = w
@@ -148,25 +153,39 @@ def _state(part: dict, ctx: dict, p: np.ndarray, robust: bool, keep: np.ndarray)
     return SimpleNamespace(e=e, D=D, starts=starts, ok=ok, w0=w0, w=w, we=we, M=M, r=r, cost=cost, ref_w=ref_w)
 
 
-def keep_for(part: dict, ctx: dict, chain: tuple) -> np.ndarray:
-    """The observations kept after the classifications at the points in ``chain``.
+def keep_for(part: dict, ctx: dict, chain: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    """The observations kept after the classifications at the points in ``chain``, and the
+    magnitudes of stars left without any (their value when they last had weight).
 
     The first point is the robust solution (the Cauchy weights there say which observations
     were in their star's mean), each later one a least-squares solution on the set kept before
     it: the in-memory fit's rounds, recomputed from the points alone (and cached).
     """
     keep = np.ones(len(part["m"]), dtype=bool)
+    frozen = None
     if not chain:
-        return keep
-    digest = hashlib.sha1(b"".join(np.ascontiguousarray(q).tobytes() for q in chain)).hexdigest()
-    cached = part["cache"].get("keep")
-    if cached is not None and cached[0] == digest:
-        return cached[1]
-    for i, q in enumerate(chain):
-        st = _state(part, ctx, q, i == 0, keep)
+        return keep, frozen
+    digests = [hashlib.sha1(b"".join(np.ascontiguousarray(q).tobytes() for q in chain[:i + 1])).hexdigest()
+               for i in range(len(chain))]
+    cache = part["cache"].setdefault("keep", {})
+    # the longest classified prefix already known here (a new round adds one classification)
+    done = next((i + 1 for i in range(len(chain) - 1, -1, -1) if digests[i] in cache), 0)
+    if done:
+        keep, frozen = cache[digests[done - 1]]
+    for i in range(done, len(chain)):
+        st = _state(part, ctx, chain[i], i == 0, keep, frozen)
+        weighted = np.bincount(part["star"], weights=st.w, minlength=len(part["star_ids"])) > 0
+        frozen = st.M if frozen is None else np.where(weighted, st.M, frozen)
         keep = _within(part, st.r, st.we, st.w0, st.ref_w, ctx["n_sigma"])
-    part["cache"]["keep"] = (digest, keep)
-    return keep
+        cache[digests[i]] = (keep, frozen)
+    for d in list(cache)[:-2]:  # the last two rounds are all a new round starts from
+        del cache[d]
+    return keep, frozen
+
+
+def keep_digest(keep: np.ndarray) -> str:
+    """A short fingerprint of a kept set (the client compares rounds with it)."""
+    return hashlib.sha1(np.packbits(keep).tobytes()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,8 +206,8 @@ def normal_pass(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple
     ``|D dp_prev|``, the model change of the step that led here) and ``n_changed`` (how many
     observations a classification at ``p`` would change; least squares after a robust phase).
     """
-    keep = keep_for(part, ctx, chain)
-    st = _state(part, ctx, p, robust, keep)
+    keep, frozen = keep_for(part, ctx, chain)
+    st = _state(part, ctx, p, robust, keep, frozen)
     n_p, nbs = ctx["n_p"], ctx["nbs"]
     s, n_s = part["star"], len(part["star_ids"])
     W = np.bincount(s, weights=st.we, minlength=n_s) + st.ref_w
@@ -204,14 +223,14 @@ def normal_pass(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple
     if chain and not robust and ctx["n_sigma"] is not None:
         n_changed = int(np.count_nonzero(_within(part, st.r, st.we, st.w0, st.ref_w, ctx["n_sigma"]) != keep))
     return {"S": S, "g": g, "cost": st.cost, "n_bad": int(np.count_nonzero(~st.ok & (st.w > 0))),
-            "step": step, "n_changed": n_changed}
+            "step": step, "n_changed": n_changed, "kept": [keep_digest(keep)]}
 
 
 def combine(a: dict, b: dict) -> dict:
     """Two partial sums of :func:`normal_pass` results (the reduce)."""
     return {"S": (a["S"] + b["S"]).tocsc(), "g": a["g"] + b["g"], "cost": a["cost"] + b["cost"],
             "n_bad": a["n_bad"] + b["n_bad"], "step": max(a["step"], b["step"]),
-            "n_changed": a["n_changed"] + b["n_changed"]}
+            "n_changed": a["n_changed"] + b["n_changed"], "kept": a["kept"] + b["kept"]}
 
 
 def start_stars(part: dict, ctx: dict) -> dict:
@@ -257,8 +276,8 @@ def visit_histogram(part: dict, ctx: dict, offset: float, lo: np.ndarray, hi: np
 
 def summary(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple) -> dict:
     """Per-star results and per-visit, per-detector and per-(visit, detector) diagnostics at ``p``."""
-    keep = keep_for(part, ctx, chain)
-    st = _state(part, ctx, p, robust, keep)
+    keep, frozen = keep_for(part, ctx, chain)
+    st = _state(part, ctx, p, robust, keep, frozen)
     s, n_s = part["star"], len(part["star_ids"])
     used = st.w > 0
     W = np.bincount(s, weights=st.we, minlength=n_s) + st.ref_w
@@ -291,8 +310,8 @@ def summary(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple) ->
 def star_variance(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple, idx: np.ndarray,
                   cov: np.ndarray) -> np.ndarray:
     """``u_sᵀ C u_s`` per star, ``C`` the covariance block of the parameters ``idx`` it touches."""
-    keep = keep_for(part, ctx, chain)
-    st = _state(part, ctx, p, robust, keep)
+    keep, frozen = keep_for(part, ctx, chain)
+    st = _state(part, ctx, p, robust, keep, frozen)
     cols = np.searchsorted(idx, _columns(st.starts, ctx["nbs"]))
     n_s = len(part["star_ids"])
     U = np.zeros((n_s, len(idx)))
@@ -304,8 +323,8 @@ def star_columns(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tupl
     """``U``: column ``s`` is the star's ``u_s = Σ w D`` (sparse, ``n_p × stars``), for its errors."""
     import scipy.sparse as sp
 
-    keep = keep_for(part, ctx, chain)
-    st = _state(part, ctx, p, robust, keep)
+    keep, frozen = keep_for(part, ctx, chain)
+    st = _state(part, ctx, p, robust, keep, frozen)
     cols = _columns(st.starts, ctx["nbs"])
     k = cols.shape[1]
     rows = np.repeat(part["star"].astype(np.int64), k)
@@ -321,8 +340,8 @@ def write_residuals(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: t
 
     from .._io import atomic_write
 
-    keep = keep_for(part, ctx, chain)
-    st = _state(part, ctx, p, robust, keep)
+    keep, frozen = keep_for(part, ctx, chain)
+    st = _state(part, ctx, p, robust, keep, frozen)
     table = pa.table({"visit": ctx["visit_ids"][part["visit"]], "detector": ctx["detector_ids_used"][part["detector"]],
                       "star": part["star_ids"][part["star"]], "x": part["x"], "y": part["y"],
                       "residual": st.r.astype(np.float32), "used": st.w > 0})
