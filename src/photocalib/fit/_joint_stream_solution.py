@@ -69,28 +69,47 @@ class FittedGeometry:
 
 
 class _Geometries(Mapping):
-    """``{(visit, detector): FittedGeometry}`` built on demand from arrays (no object per pair)."""
+    """``{(visit, detector): FittedGeometry}`` built on demand from arrays (no object per pair).
 
-    def __init__(self, keys: list[tuple], coef: np.ndarray, ok: np.ndarray, centre: dict, has_area: bool,
-                 missing: dict | None = None) -> None:
-        self._index = {k: i for i, k in enumerate(keys)}
-        self._coef, self._ok, self._centre, self._has_area = coef, ok, centre, has_area
+    Pairs are codes ``visit index × n_detectors + detector index``, sorted; a lookup is a
+    binary search, so 10⁷ pairs cost their coefficient arrays and nothing more.
+    """
+
+    def __init__(self, visit_ids, detector_ids, codes: np.ndarray, coef: np.ndarray, ok: np.ndarray,
+                 centre: np.ndarray, has_area: bool) -> None:
+        self._vids, self._dids = [key(v) for v in visit_ids], [key(d) for d in detector_ids]
+        self._vindex = {v: i for i, v in enumerate(self._vids)}
+        self._dindex = {d: i for i, d in enumerate(self._dids)}
+        self._codes, self._coef, self._ok, self._centre, self._has_area = codes, coef, ok, centre, has_area
+
+    def _find(self, k) -> int:
+        try:
+            vi, di = self._vindex[k[0]], self._dindex[k[1]]
+        except (KeyError, TypeError, IndexError):
+            return -1
+        code = vi * len(self._dids) + di
+        i = int(np.searchsorted(self._codes, code))
+        return i if i < len(self._codes) and self._codes[i] == code else -1
 
     def __getitem__(self, k):
-        i = self._index[k]
+        i = self._find(k)
+        if i < 0:
+            raise KeyError(k)
         if not self._ok[i]:
             raise InputError(f"(visit, detector) {k} has too few observations for the streamed fit to map its "
                              "pixels onto the sky; pass its WCS: photo_calib(visit, detector, wcs=...)")
-        return FittedGeometry(self._coef[i], *self._centre[k[0]], self._has_area, k)
+        vi = int(self._codes[i] // len(self._dids))
+        return FittedGeometry(self._coef[i], *self._centre[vi], self._has_area, k)
 
     def __contains__(self, k) -> bool:
-        return k in self._index
+        return self._find(k) >= 0
 
     def __iter__(self):
-        return iter(self._index)
+        n_d = len(self._dids)
+        return ((self._vids[int(c) // n_d], self._dids[int(c) % n_d]) for c in self._codes)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._codes)
 
 
 class _Override(Mapping):
@@ -278,7 +297,6 @@ def _coverage_and_geometry(prob, geo, vt, summaries, n_v, n_d, cfg, model):
     n_cells = byte_bits[bits.view(np.uint8).reshape(-1, 8)].sum(axis=1).astype(np.float64)
     coverage = Table({"visit": prob.visit_ids[code // n_d], "detector": prob.detector_ids[code % n_d],
                       "n_used": used.astype(np.int64), "area_fraction": n_cells / float(COVERAGE_CELLS ** 2)})
-    keys = [(key(prob.visit_ids[c // n_d]), key(prob.detector_ids[c % n_d])) for c in code]
-    centre = {key(v): (float(r), float(d)) for v, (r, d) in zip(prob.visit_ids, prob.visit_center, strict=True)}
     has_area = cfg.kind is ImageKind.SURFACE_BRIGHTNESS and model.pixel_area
-    return coverage, _Geometries(keys, geo["pair_coef"][sel], geo["pair_ok"][sel], centre, has_area)
+    return coverage, _Geometries(prob.visit_ids, prob.detector_ids, code, geo["pair_coef"][sel], geo["pair_ok"][sel],
+                                 prob.visit_center, has_area)
