@@ -145,7 +145,7 @@ def test_dask_dataframe_partitioned_by_star(survey, tmp_path):
     obs, wcs, truth, ref, df, visits, folder = survey
     by_file = fit_joint(folder, None, reference=ref, bboxes=truth.bboxes, visits=visits, star_flat_order=2,
                         residuals=tmp_path / "res")
-    ddf = partition_by_star(dd.from_pandas(df, npartitions=4))
+    ddf = partition_by_star(dd.from_pandas(df.assign(note="a catalog's other column"), npartitions=4))
     streamed = fit_joint(ddf, None, reference=ref, bboxes=truth.bboxes, visits=Table.from_pandas(visits),
                          star_flat_order=2)
     np.testing.assert_allclose(streamed.star_flux["mag"], by_file.star_flux["mag"], rtol=0, atol=1e-9)

@@ -61,6 +61,12 @@ def _sources(observations, executor):
     from ..execution import DaskExecutor, Placed
 
     if hasattr(observations, "npartitions") and hasattr(observations, "to_delayed"):
+        from ._joint_stream_scan import STREAM_COLUMNS, STREAM_OPTIONAL
+
+        # only the fit's columns are computed (a catalog's others never leave their partitions)
+        wanted = [c for c in (*STREAM_COLUMNS, *STREAM_OPTIONAL) if c in observations.columns]
+        if all(c in wanted for c in STREAM_COLUMNS):
+            observations = observations[wanted]
         names = [f"partition {i} of the Dask DataFrame" for i in range(observations.npartitions)]
         if isinstance(executor, DaskExecutor):
             futs = executor.client.compute(observations.to_delayed())
