@@ -15,7 +15,7 @@ drawn from ``dN/dm ∝ 10^(mag_slope·m)`` on ``mag_range``, their density set f
 ``obs_per_visit`` observations per visit.
 
 Projection (the same for every visit, up to its pointing and rotation)
------------------------------------------------------------------------
+----------------------------------------------------------------------
 Pixel ``(x, y)`` of detector ``d`` (0-based, pixel centres on integers) is at focal-plane
 position ``p = (x + ox_d, y + oy_d)`` pixels from the optical axis (the grid's centre); a radial
 distortion ``q = p (1 + k |p|²)`` with ``k = distortion / r_corner²`` (the scale changes by
@@ -31,7 +31,7 @@ own sky position) is
 radians; it depends on the detector and pixel only, and is the ``pixel_area`` column.
 
 True calibration (model family ``separated`` / ``reference-free``)
------------------------------------------------------------------
+------------------------------------------------------------------
 ``c(v, d, x, y) = A(x, y) · S_d(x, y) · G_v`` nJy per instrumental unit of ``instflux``, which
 is the aperture sum on the flat-fielded, surface-brightness image (``kind="surface_brightness"``,
 the fit's default): ``S_d`` is a triangular Chebyshev polynomial of total order
