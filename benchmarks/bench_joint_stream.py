@@ -86,6 +86,16 @@ stream, 1 worker       533.8   468.4   1.35        161 s + 8 × 45.8 s + 10 s
 stream, 2 workers      744.5   630.5   1.50        43 s + 8 × 85.1 s + 11 s
 =====================  ======  ======  ==========  ========================================
 
+Again with ``--workers 2 --max-iter 4`` (load average 5.5–6.4), same data:
+
+=====================  ======  ======  ==========  ========================================
+fit (4 GN iterations)  wall s  CPU s   peak GiB    set-up + passes + summary
+                                       above input
+=====================  ======  ======  ==========  ========================================
+stream (in process)    320.2   198.5   1.87        95 s + 4 × 52.8 s + 20 s
+stream, 2 workers      364.4   369.1   1.56        102 s + 4 × 54.9 s + 45 s
+=====================  ======  ======  ==========  ========================================
+
 After 8 iterations the calibration is already at 1.363 mmag rms (3.544 p99) against truth. The
 memory target is met in process (1.80 GiB above the start for 10⁷ observations: the compact
 partitions, about 50 bytes per observation, plus the map's temporaries). The time is not: a pass
@@ -96,7 +106,8 @@ the target is 60 s. Scaling: a pass grows linearly with the observations (0.3 s 
 one worker (serialising each task's share of the normal equations), and two workers were slower
 still (85.1 s per pass, 630.5 CPU s): on 2 cores shared with three other jobs (load 6–8 then)
 two worker processes and the client only compete for the same cores, so the gain from workers
-could not be measured here; the per-pass CPU (about 27 s in process, 46–85 s on the cluster per
+could not be measured here (in the second run, two workers and the in-process threads took the
+same 53–55 s per pass: the wall time per pass varies twofold with the load); the per-pass CPU (about 27 s in process, 46–85 s on the cluster per
 10⁷ observations) is what a larger machine would divide among its workers.
 
 On paper, DES Y6 (about 10⁹ observations of 17 M stars, 7.6·10⁴ exposures) on a 32-core
