@@ -102,21 +102,11 @@ def _ls_mags(part, e, w, ref_w, frozen):
 
 
 def _robust_mags(part, e, w0, ref_w, c):
-    """Each star's Cauchy location from the median of its observations (inner IRLS)."""
-    s, n_s = part["star"], len(part["star_ids"])
-    used = w0 > 0
-    M = _upper_median(e[used], s[used], n_s)
-    ref_b = ref_w * part["ref_m"]
-    for _ in range(ROBUST_ITER):
-        r = e - M[s]
-        wi = w0 / (1.0 + w0 * r * r / c**2)
-        W = np.bincount(s, weights=wi, minlength=n_s) + ref_w
-        new = np.where(W > 0, (np.bincount(s, weights=wi * e, minlength=n_s) + ref_b) / np.where(W > 0, W, 1.0), M)
-        done = float(np.max(np.abs(new - M))) <= ROBUST_TOL if n_s else True
-        M = new
-        if done:
-            break
-    return M
+    """Each star's Cauchy location from the median of its observations (inner IRLS, per star:
+    :func:`._kernels.cauchy_locations`)."""
+    return K.cauchy_locations(part["ptr"], np.ascontiguousarray(e, dtype=np.float64),
+                              np.ascontiguousarray(w0, dtype=np.float64), np.asarray(ref_w, dtype=np.float64),
+                              np.asarray(part["ref_m"], dtype=np.float64), float(c), ROBUST_ITER, ROBUST_TOL)
 
 
 def _within(part, r, we, w0, ref_w, n_sigma):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["accumulate_normal", "eliminate_stars", "num_threads", "rows_dot", "rows_scatter", "star_quadratic"]
+__all__ = ["accumulate_normal", "cauchy_locations", "eliminate_stars", "num_threads", "rows_dot", "rows_scatter", "star_quadratic"]
 
 
 def num_threads() -> int:
@@ -279,4 +279,48 @@ def rows_scatter(starts, nbs, D, coef, n_p):  # pragma: no cover
             for j in range(nbs[sl]):
                 out[s0 + j] += co * D[o, c]
                 c += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def cauchy_locations(ptr, e, w, ref_w, ref_m, c, max_iter, tol):  # pragma: no cover
+    """Each star's Cauchy location of ``e`` (rows ``ptr[s]:ptr[s+1]``, weights ``w``).
+
+    Starts from the upper median of the star's weighted rows (0 without any) and iterates the
+    reweighted mean ``(Σ w_i e + ref_w ref_m) / (Σ w_i + ref_w)``, ``w_i = w / (1 + w r² / c²)``,
+    until the star's own change is at most ``tol`` (at most ``max_iter`` times). Each star stops
+    on its own: a loop over all stars would iterate every star as long as the slowest one.
+    """
+    n_s = len(ptr) - 1
+    out = np.zeros(n_s)
+    longest = 0
+    for s in range(n_s):
+        longest = max(longest, ptr[s + 1] - ptr[s])
+    buf = np.empty(longest)
+    c2 = c * c
+    for s in range(n_s):
+        a, b = ptr[s], ptr[s + 1]
+        k = 0
+        for o in range(a, b):
+            if w[o] > 0.0:
+                buf[k] = e[o]
+                k += 1
+        m = 0.0
+        if k > 0:
+            m = np.sort(buf[:k])[k // 2]
+        rb = ref_w[s] * ref_m[s]
+        for _ in range(max_iter):
+            W = ref_w[s]
+            B = rb
+            for o in range(a, b):
+                r = e[o] - m
+                wi = w[o] / (1.0 + w[o] * r * r / c2)
+                W += wi
+                B += wi * e[o]
+            new = B / W if W > 0.0 else m
+            change = abs(new - m)
+            m = new
+            if change <= tol:
+                break
+        out[s] = m
     return out
