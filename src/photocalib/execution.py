@@ -344,7 +344,19 @@ class DaskExecutor(Executor):
         """The shared arguments of a map, sent once (to every worker) rather than with every task."""
         if not args:
             return ()
-        return self.client.scatter([tuple(args)], broadcast=True, hash=False)[0]
+        from distributed.comm import CommClosedError
+
+        # A worker that died a moment ago may still be on the scheduler's list, and sending it
+        # the arguments fails: wait for the scheduler to notice and send again.
+        for attempt in range(self.max_rescatter + 1):
+            try:
+                return self.client.scatter([tuple(args)], broadcast=True, hash=False)[0]
+            except (CommClosedError, OSError) as exc:
+                if attempt == self.max_rescatter:
+                    raise PhotocalibError(f"could not send the shared arguments to the Dask workers ({exc}); "
+                                          "check that the cluster is alive") from exc
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _submit_placed(self, fn, placed: Placed, args: tuple) -> list[Any]:
         name = getattr(fn, "__name__", "task")

@@ -90,6 +90,8 @@ class _Solver:
         self.history: list[float] = []
         self.n_iter = 0
         self.n_pass = 0
+        self.n_assembled = 0
+        self.system = None
         self.rounds = 0
         self.converged = False
 
@@ -139,10 +141,11 @@ class _Solver:
                 break
         return np.where(np.isfinite(lo), lo, 0.0)
 
-    def _pass(self, p, robust, chain, dp):
+    def _pass(self, p, robust, chain, dp, need_matrix=True):
         self.n_pass += 1
+        self.n_assembled += bool(need_matrix)
         out = self.ex.reduce_placed(part_fns.normal_pass, self.parts, part_fns.combine, self.ctx, p, robust,
-                                    chain, dp)
+                                    chain, dp, need_matrix)
         if PASS_HOOK is not None:
             PASS_HOOK(self.n_pass)
         return out
@@ -186,6 +189,35 @@ class _Solver:
         yv = sla.cho_solve(cho, rhs + self.lam * (C.T @ ct))
         return yv - X @ np.linalg.solve(C @ X, C @ yv - ct)
 
+    def _solve_frozen(self, g, p) -> np.ndarray:
+        """The step from the last factorised Hessian and this point's gradient ``g``."""
+        import scipy.linalg as sla
+
+        rhs = g - self.Q @ p
+        ct = self.t - self.C @ p
+        if not self.dense:
+            return self.system.solve(rhs, ct)
+        _, cho, X = self.system
+        yv = sla.cho_solve(cho, rhs + self.lam * (self.C.T @ ct))
+        return yv - X @ np.linalg.solve(self.C @ X, self.C @ yv - ct)
+
+    def _need_matrix(self, force: bool, robust: bool, steps: list[float]) -> bool:
+        """Whether the next pass assembles the reduced Hessian, or the last one is re-used.
+
+        The gradient is exact in every pass, so a re-used (frozen) Hessian changes only how
+        fast the steps shrink, not where they end. It is re-assembled after a large step (the
+        Hessian depends on the calibration: 0.2 mag in the robust phase, whose reweighting
+        converges linearly whatever the Hessian; 20 mmag in least squares), and in least
+        squares when the steps stop shrinking at least fourfold (a stale Hessian).
+        """
+        if force or self.system is None:
+            return True
+        if not steps:
+            return False
+        if steps[-1] > (0.2 if robust else 2e-2):
+            return True
+        return not robust and len(steps) >= 2 and steps[-1] > 0.25 * steps[-2]
+
     def run(self) -> None:
         """Iterate: robust phase, classification, least squares re-classified until stable."""
         cfg = self.cfg
@@ -194,13 +226,27 @@ class _Solver:
         p, dp_taken, prev, step = self.p, None, None, 1.0
         since = 0
         solved: dict = {}  # per round: the kept sets' fingerprints and the least-squares solution
+        force, steps = True, []  # steps: model changes of the frozen-Hessian steps since the last assembly
         while True:
-            res = self._pass(p, robust, chain, dp_taken)
+            need = self._need_matrix(force, robust, steps)
+            res = self._pass(p, robust, chain, dp_taken, need)
             cost = res["cost"] + float(p @ (self.Q @ p))
             if prev is not None and (res["n_bad"] > 0 or cost > prev[0] * (1 + 1e-10) + 1e-12) and step > 1e-3:
+                if not prev[3]:
+                    # a frozen-Hessian step went uphill: go back and assemble the Hessian there
+                    # (that point's pass is done again, so it is not counted twice)
+                    self.history.pop()
+                    self.n_iter -= 1
+                    p, dp_taken, prev, force, steps = prev[1], None, None, True, []
+                    continue
                 step *= 0.5
                 p, dp_taken = prev[1] + step * prev[2], step * prev[2]
                 continue
+            force = False
+            if need:
+                steps = []
+            if dp_taken is not None:
+                steps.append(res["step"])
             self.history.append(cost)
             self.n_iter += 1
             h = self.history
@@ -218,6 +264,8 @@ class _Solver:
                     break
             if small and more and (robust or (self.irls and res["n_changed"] and self.rounds < cfg.max_rejection_rounds)):
                 chain = chain + (p.copy(),)  # classify here, then least squares on the kept set
+                force = force or robust  # the robust phase's Cauchy weights are gone: a new Hessian
+                steps = []
                 robust = False
                 self.rounds += 1
                 since, prev, dp_taken, step = len(h), None, None, 1.0
@@ -225,8 +273,8 @@ class _Solver:
             if small or not more:
                 self.converged = bool(small)
                 break
-            dp = self._solve(res["S"], res["g"], p)
-            prev, step = (cost, p, dp), 1.0
+            dp = self._solve(res["S"], res["g"], p) if need else self._solve_frozen(res["g"], p)
+            prev, step = (cost, p, dp, need), 1.0
             p, dp_taken = p + dp, dp
         self.p, self.robust, self.chain, self.last = p, robust, chain, res
         self.chi2 = cost - float(p @ (self.Q @ p))
@@ -251,8 +299,10 @@ class _Solver:
         n_p = self.prob.n_p
         if not self.cfg.compute_errors:
             return np.zeros(n_p), [np.zeros(len(s["star_ids"])) for s in summaries]
-        # the system at the final point (the last solve was one step before it)
-        self._solve(self.last["S"], self.last["g"], self.p)
+        # the system at the final point (the last solve was one step before it, and may have
+        # re-used an older Hessian)
+        last = self.last if self.last["S"] is not None else self._pass(self.p, self.robust, self.chain, None)
+        self._solve(last["S"], last["g"], self.p)
         if self.dense:
             import scipy.linalg as sla
 

@@ -187,7 +187,8 @@ def _columns(starts: np.ndarray, nbs: np.ndarray) -> np.ndarray:
     return (starts[:, slot] + within).astype(np.int64)
 
 
-def normal_pass(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple, dp_prev) -> dict:
+def normal_pass(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple, dp_prev,
+                need_matrix: bool = True) -> dict:
     """This partition's reduced normal equations at ``p`` (stars eliminated), cost and checks.
 
     Returns ``S`` (sparse ``n_p × n_p``: ``Jᵀ W J − U diag(1/W_s) Uᵀ``), ``g`` (the reduced
@@ -195,6 +196,8 @@ def normal_pass(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple
     terms), ``n_bad`` (used observations where a factor is not positive), ``step`` (largest
     ``|D dp_prev|``, the model change of the step that led here) and ``n_changed`` (how many
     observations a classification at ``p`` would change; least squares after a robust phase).
+    With ``need_matrix`` false ``S`` is None (a frozen-Hessian step needs only ``g``): the
+    sparse products are most of a pass's time.
     """
     keep, frozen = keep_for(part, ctx, chain)
     st = _state(part, ctx, p, robust, keep, frozen)
@@ -205,7 +208,7 @@ def normal_pass(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple
     mean_r = np.where(W > 0, B / np.where(W > 0, W, 1.0), 0.0)
     g = K.rows_scatter(st.starts, nbs, st.D, st.we * (st.r - mean_r[s]), n_p)
     shape = SimpleNamespace(n_p=n_p, ptr=part["ptr"], star=s)
-    S = _sparse.reduced_matrix(shape, _columns(st.starts, nbs), st.D, st.we, W)
+    S = _sparse.reduced_matrix(shape, _columns(st.starts, nbs), st.D, st.we, W) if need_matrix else None
     step = 0.0
     if dp_prev is not None and len(s):
         step = float(np.max(np.abs(K.rows_dot(st.starts, nbs, st.D, dp_prev))))
@@ -218,7 +221,8 @@ def normal_pass(part: dict, ctx: dict, p: np.ndarray, robust: bool, chain: tuple
 
 def combine(a: dict, b: dict) -> dict:
     """Two partial sums of :func:`normal_pass` results (the reduce)."""
-    return {"S": (a["S"] + b["S"]).tocsc(), "g": a["g"] + b["g"], "cost": a["cost"] + b["cost"],
+    S = None if a["S"] is None or b["S"] is None else (a["S"] + b["S"]).tocsc()
+    return {"S": S, "g": a["g"] + b["g"], "cost": a["cost"] + b["cost"],
             "n_bad": a["n_bad"] + b["n_bad"], "step": max(a["step"], b["step"]),
             "n_changed": a["n_changed"] + b["n_changed"], "kept": a["kept"] + b["kept"]}
 
