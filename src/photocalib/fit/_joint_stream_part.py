@@ -227,9 +227,18 @@ def combine(a: dict, b: dict) -> dict:
             "n_changed": a["n_changed"] + b["n_changed"], "kept": a["kept"] + b["kept"]}
 
 
+def _star_medians(part: dict) -> np.ndarray:
+    """Each star's (upper) median instrumental magnitude, computed once per partition (the
+    robust start asks for it in every round of its per-visit median)."""
+    cache = part["cache"]
+    if "star_median" not in cache:
+        cache["star_median"] = _upper_median(part["m"], part["star"], len(part["star_ids"]))
+    return cache["star_median"]
+
+
 def start_stars(part: dict, ctx: dict) -> dict:
     """The robust start's first step: each star's median magnitude, and its offset to the reference."""
-    M = _upper_median(part["m"], part["star"], len(part["star_ids"]))
+    M = _star_medians(part)
     has = part["ref_w"] > 0
     return {"offsets": (M - part["ref_m"])[has]}
 
@@ -239,8 +248,7 @@ N_BINS = 64
 
 
 def _start_values(part: dict, offset: float) -> np.ndarray:
-    s = part["star"]
-    return part["m"] - (_upper_median(part["m"], s, len(part["star_ids"])) - offset)[s]
+    return part["m"] - (_star_medians(part) - offset)[part["star"]]
 
 
 def visit_histogram(part: dict, ctx: dict, offset: float, lo: np.ndarray, hi: np.ndarray,
