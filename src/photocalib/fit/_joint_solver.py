@@ -207,6 +207,35 @@ def prior_matrix(cfg, prob: Problem, level: np.ndarray) -> np.ndarray | None:
     return Q
 
 
+def factorise_bordered(S: np.ndarray, C: np.ndarray, lam: float, prob: Problem):
+    """Cholesky factor of ``S + λ CᵀC`` (a relative 1e-12 ridge on the diagonal) and
+    ``X = (S + λ CᵀC)⁻¹ Cᵀ``: the dense reduced Hessian ``S`` under the constraints ``C p = t``
+    (:func:`solve_bordered` takes the steps)."""
+    import scipy.linalg as sla
+
+    Sp = S + lam * (C.T @ C)
+    dz = np.diag(Sp) <= 1e-14 * lam
+    if dz.any():
+        raise InputError(f"the fit cannot constrain the {prob.describe(int(np.nonzero(dz)[0][0]))}: "
+                         "no used observation touches it; drop that visit/detector or add stars")
+    Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
+    try:
+        cho = sla.cho_factor(Sp, lower=False, check_finite=True)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise PhotocalibError(
+            "the joint fit's normal matrix is singular beyond the documented degeneracies; "
+            "check that visits overlap and detectors have stars across them") from exc
+    return cho, sla.cho_solve(cho, C.T)
+
+
+def solve_bordered(cho, X: np.ndarray, C: np.ndarray, lam: float, rhs: np.ndarray, ct: np.ndarray) -> np.ndarray:
+    """``dp`` minimising ``½ dpᵀ S dp − rhsᵀ dp`` subject to ``C dp = ct``, from :func:`factorise_bordered`."""
+    import scipy.linalg as sla
+
+    yv = sla.cho_solve(cho, rhs + lam * (C.T @ ct))
+    return yv - X @ np.linalg.solve(C @ X, C @ yv - ct)
+
+
 class GaussNewton:
     """The solver's state and iterations (see the :mod:`.joint` documentation, "Solver").
 
@@ -319,26 +348,13 @@ class GaussNewton:
 
     def _factorise_full(self, S: np.ndarray) -> None:
         """Factorise the bordered form of the dense reduced Hessian ``S`` (priors included)."""
-        import scipy.linalg as sla
 
         C, prob = self.C, self.prob
         self.S = S
         diag = np.diag(self.S).copy()
         if self.lam is None:
             self.lam = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
-        Sp = self.S + self.lam * (C.T @ C)
-        dz = np.diag(Sp) <= 1e-14 * self.lam
-        if dz.any():
-            raise InputError(f"the fit cannot constrain the {prob.describe(int(np.nonzero(dz)[0][0]))}: "
-                             "no used observation touches it; drop that visit/detector or add stars")
-        Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
-        try:
-            cho = sla.cho_factor(Sp, lower=False, check_finite=True)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise PhotocalibError(
-                "the joint fit's normal matrix is singular beyond the documented degeneracies; "
-                "check that visits overlap and detectors have stars across them") from exc
-        X = sla.cho_solve(cho, C.T)
+        cho, X = factorise_bordered(self.S, C, self.lam, prob)
         self.fact = (cho, X, C @ X)
 
     def _iterate(self):

@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError, PhotocalibError
+from ..errors import InputError
 from ..image.kind import ImageKind
 from . import _joint_sparse as _sparse
 from . import _joint_stream_part as part_fns
 from . import _kernels as K
+from ._joint_solver import SPARSE_MAX_FILL, SPARSE_MIN_PARAMS, factorise_bordered, solve_bordered
 from ._joint_stream_scan import load, scan, source_items
 from ._joint_stream_setup import check_whole_stars, exclusions, geometry, read_visits, skeleton
 
@@ -151,10 +152,6 @@ class _Solver:
         return out
 
     def _solve(self, S, g, p) -> np.ndarray:
-        import scipy.linalg as sla
-
-        from ._joint_solver import SPARSE_MAX_FILL, SPARSE_MIN_PARAMS
-
         n_p, C = self.prob.n_p, self.C
         rhs = g - self.Q @ p
         ct = self.t - C @ p
@@ -172,34 +169,18 @@ class _Solver:
         if self.lam is None:
             d = np.diag(Sd)
             self.lam = float(np.mean(d[d > 0])) if np.any(d > 0) else 1.0
-        Sp = Sd + self.lam * (C.T @ C)
-        dz = np.diag(Sp) <= 1e-14 * self.lam
-        if dz.any():
-            raise InputError(f"the fit cannot constrain the {self.prob.describe(int(np.nonzero(dz)[0][0]))}: "
-                             "no used observation touches it; drop that visit/detector or add stars")
-        Sp[np.diag_indices_from(Sp)] += 1e-12 * np.diag(Sp)
-        try:
-            cho = sla.cho_factor(Sp, lower=False, check_finite=True)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise PhotocalibError(
-                "the joint fit's normal matrix is singular beyond the documented degeneracies; "
-                "check that visits overlap and detectors have stars across them") from exc
-        X = sla.cho_solve(cho, C.T)
+        cho, X = factorise_bordered(Sd, C, self.lam, self.prob)
         self.system = (Sd, cho, X)
-        yv = sla.cho_solve(cho, rhs + self.lam * (C.T @ ct))
-        return yv - X @ np.linalg.solve(C @ X, C @ yv - ct)
+        return solve_bordered(cho, X, C, self.lam, rhs, ct)
 
     def _solve_frozen(self, g, p) -> np.ndarray:
         """The step from the last factorised Hessian and this point's gradient ``g``."""
-        import scipy.linalg as sla
-
         rhs = g - self.Q @ p
         ct = self.t - self.C @ p
         if not self.dense:
             return self.system.solve(rhs, ct)
         _, cho, X = self.system
-        yv = sla.cho_solve(cho, rhs + self.lam * (self.C.T @ ct))
-        return yv - X @ np.linalg.solve(self.C @ X, self.C @ yv - ct)
+        return solve_bordered(cho, X, self.C, self.lam, rhs, ct)
 
     def _need_matrix(self, force: bool, robust: bool, steps: list[float]) -> bool:
         """Whether the next pass assembles the reduced Hessian, or the last one is re-used.
