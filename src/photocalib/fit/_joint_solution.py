@@ -75,6 +75,20 @@ class _TangentPolynomial(BoundedField):
         return (basis @ self._coef).reshape(x.shape)
 
 
+def fit_config(cfg) -> dict:
+    """The fit's settings as the solution records them (FITS-friendly values: None as -1, inf or 0)."""
+    return {
+        "model": cfg.model, "kind": cfg.kind.value, "star_flat_order": cfg.star_flat_order,
+        "visit_order": cfg.visit_order, "detector_order": cfg.detector_order,
+        "grey_gradient": cfg.grey_gradient, "chromatic_order": -1 if cfg.chromatic_order is None else cfg.chromatic_order,
+        "n_sigma": np.inf if cfg.n_sigma is None else cfg.n_sigma, "error_floor": cfg.error_floor,
+        "star_flat_prior": 0.0 if cfg.star_flat_prior is None else cfg.star_flat_prior,
+        "robust_scale": 0.0 if cfg.robust_scale is None else cfg.robust_scale,
+        "visit_prior": 0.0 if cfg.visit_prior is None else cfg.visit_prior,
+        "approx_order": (cfg.visit_order + 4) if cfg.approx_order is None else int(cfg.approx_order),
+    }
+
+
 class JointSolution:
     """The result of a joint calibration: per-(visit, detector) PhotoCalibs, star fluxes, diagnostics.
 
@@ -183,16 +197,7 @@ class JointSolution:
                                "n_used": np.bincount(prob.detector, weights=used, minlength=len(prob.detector_ids)).astype(np.int64)})
         excluded = Table(rows=excluded_rows, names=("what", "id", "reason"), dtype=(str, str, str)) if excluded_rows \
             else Table(names=("what", "id", "reason"), dtype=(str, str, str))
-        config = {
-            "model": cfg.model, "kind": cfg.kind.value, "star_flat_order": cfg.star_flat_order,
-            "visit_order": cfg.visit_order, "detector_order": cfg.detector_order,
-            "grey_gradient": cfg.grey_gradient, "chromatic_order": -1 if cfg.chromatic_order is None else cfg.chromatic_order,
-            "n_sigma": np.inf if cfg.n_sigma is None else cfg.n_sigma, "error_floor": cfg.error_floor,
-            "star_flat_prior": 0.0 if cfg.star_flat_prior is None else cfg.star_flat_prior,
-            "robust_scale": 0.0 if cfg.robust_scale is None else cfg.robust_scale,
-            "visit_prior": 0.0 if cfg.visit_prior is None else cfg.visit_prior,
-            "approx_order": (cfg.visit_order + 4) if cfg.approx_order is None else int(cfg.approx_order),
-        }
+        config = fit_config(cfg)
         return cls(model=cfg.model, kind=cfg.kind, config=config, blocks=prob.blocks, params=p, param_err=perr,
                    visit_ids=prob.visit_ids, detector_ids=prob.detector_ids, epoch_ids=prob.epoch_ids,
                    epdet_pairs=prob.epdet_pairs, visit_epoch=prob.visit_epoch, visit_center=prob.visit_center,

@@ -21,7 +21,7 @@ from astropy.table import Table
 from ..errors import InputError
 from ..fields import BoundedField, ChebyshevField
 from ._joint_input import MAG_ERR, key
-from ._joint_solution import COVERAGE_CELLS, JointSolution
+from ._joint_solution import COVERAGE_CELLS, JointSolution, fit_config
 from ._joint_stream_scan import GEO_ORDER, geo_terms
 
 __all__ = ["StreamedJointSolution", "build_solution"]
@@ -251,17 +251,7 @@ def build_solution(cfg, model, prob, geo, vt, gn, summaries, perr, var_cal) -> S
                        "star": np.zeros(0, dtype=np.int64), "x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32),
                        "input_row": np.zeros(0, dtype=np.int64), "residual": np.zeros(0, np.float32),
                        "z": np.zeros(0, np.float32), "used": np.zeros(0, dtype=bool)})
-    config = {
-        "model": cfg.model, "kind": cfg.kind.value, "star_flat_order": cfg.star_flat_order,
-        "visit_order": cfg.visit_order, "detector_order": cfg.detector_order,
-        "grey_gradient": cfg.grey_gradient, "chromatic_order": -1 if cfg.chromatic_order is None else cfg.chromatic_order,
-        "n_sigma": np.inf if cfg.n_sigma is None else cfg.n_sigma, "error_floor": cfg.error_floor,
-        "star_flat_prior": 0.0 if cfg.star_flat_prior is None else cfg.star_flat_prior,
-        "robust_scale": 0.0 if cfg.robust_scale is None else cfg.robust_scale,
-        "visit_prior": 0.0 if cfg.visit_prior is None else cfg.visit_prior,
-        "approx_order": (cfg.visit_order + 4) if cfg.approx_order is None else int(cfg.approx_order),
-        "streamed": True, "n_passes": gn.n_pass,
-    }
+    config = {**fit_config(cfg), "streamed": True, "n_passes": gn.n_pass}
     return StreamedJointSolution(
         model=cfg.model, kind=cfg.kind, config=config, blocks=prob.blocks, params=p, param_err=perr,
         visit_ids=prob.visit_ids, detector_ids=prob.detector_ids, epoch_ids=prob.epoch_ids,
