@@ -73,6 +73,26 @@ streamed one's 397.9 CPU s are about 110 of its 3.6 s passes). At 10⁵ observat
 dense fit needs 24 iterations. Main at 309a052 (after 900a741) shortens the robust phase to 28
 iterations but keeps the cycle: 93 iterations at 10⁶, 60 of them the cycle.
 
+**Update after fb3b2b4, d54a852 and 00f89d2** (each star's Cauchy location in a Numba kernel
+that stops per star; the reduced Hessian re-used while steps shrink, so most passes skip the
+sparse products; the robust start's star medians cached). The full fit on the same 10⁷ data,
+in process, on a quiet machine (load 1.1–1.8), timing ``fit_joint(str(s.observations), None,
+model="reference-free", reference=..., visits=str(s.visits), bboxes=s.bboxes, star_flat_order=2,
+compute_errors=False)`` for ``s = LargeSurvey.open(".../survey_1e7")`` under ``/usr/bin/time -v``:
+**64.9 s wall** (19.0 s set-up, 30 passes of median 1.31 s, 2 of them assembled), 135 CPU s,
+peak resident memory 2.12 GiB for the whole process (interpreter included). 10⁶: 14.7 s → 6.5 s,
+same answer to 5e-10 mag. The 60 s target is missed by 8 %. The 10⁸ run on a 2-worker
+LocalCluster (``--big /work/big/survey_1e8 --workers 2``, main at c9cf90d, with a fresh-clone
+test run sharing the 2 cores for its first 14 minutes): 102,167,647 observations, 10⁵ visits,
+**1795.2 s wall** (set-up 316 s + 28 passes × 41.4 s + summary 55 s; 26 iterations), 2937 CPU s,
+**peak 11.58 GiB** beyond the start (process tree, workers included), calibration 1.300 mmag rms
+(3.347 p99) against truth: inside the 30 min / 12 GiB targets, by 5 s and 0.4 GiB. On paper, with 1.31 s per pass per 10⁷ observations on 2 threads
+(0.26 CPU µs per observation and pass) and 1.9 CPU s of set-up per 10⁶: DES Y6 (about 10⁹
+observations) on 32 cores is 10⁹ × 0.26 µs / 32 ≈ 8 s per pass (× 1.7 for the cluster's
+overhead measured here: 14 s) and 1,900 s / 32 ≈ 60 s of set-up, so 30 passes take about 8
+minutes; memory about 52 bytes per observation kept (52 GB over the cluster) plus the passes'
+temporaries. An extrapolation, not a measurement; the text below predates these changes.
+
 The 10⁷ target (10⁴ visits, 1 % outliers, 60 s, 2 GiB): not met. Measured with the iterations
 capped (``--sizes 1e7 --peer-size 0 --workers 1,2 --max-iter 8``; each streamed pass timed on the
 client, so the full fit is set-up + iterations × pass):
