@@ -91,7 +91,6 @@ class _Solver:
         self.history: list[float] = []
         self.n_iter = 0
         self.n_pass = 0
-        self.n_assembled = 0
         self.system = None
         self.rounds = 0
         self.converged = False
@@ -144,7 +143,6 @@ class _Solver:
 
     def _pass(self, p, robust, chain, dp, need_matrix=True):
         self.n_pass += 1
-        self.n_assembled += bool(need_matrix)
         out = self.ex.reduce_placed(part_fns.normal_pass, self.parts, part_fns.combine, self.ctx, p, robust,
                                     chain, dp, need_matrix)
         if PASS_HOOK is not None:

@@ -18,21 +18,11 @@ import numpy as np
 from . import _joint_sparse as _sparse
 from . import _kernels as K
 from ._joint_model import evaluate_blocks
+from ._joint_solver import _group_median
 from ._joint_stream_scan import kept_rows, ref_lookup
 
 #: Inner iterations of a star's Cauchy location, and the change (mag) at which they stop.
 ROBUST_ITER, ROBUST_TOL = 200, 1e-11
-
-
-def _upper_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """Median (upper) of ``values`` per group; 0 for empty groups (as the in-memory start)."""
-    order = np.lexsort((values, groups))
-    cnt = np.bincount(groups, minlength=n_groups)
-    first = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
-    out = np.zeros(n_groups)
-    ok = cnt > 0
-    out[ok] = values[order][first[ok] + cnt[ok] // 2]
-    return out
 
 
 def compact(raw: dict, ctx: dict) -> dict:
@@ -232,7 +222,7 @@ def _star_medians(part: dict) -> np.ndarray:
     robust start asks for it in every round of its per-visit median)."""
     cache = part["cache"]
     if "star_median" not in cache:
-        cache["star_median"] = _upper_median(part["m"], part["star"], len(part["star_ids"]))
+        cache["star_median"] = _group_median(part["m"], part["star"], len(part["star_ids"]))
     return cache["star_median"]
 
 
